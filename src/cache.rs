@@ -1,0 +1,251 @@
+//! cache.db: the state shared with `s3_media_upload`, and the lock that
+//! keeps two runs from working on it at once.
+//!
+//! The schema is byte-for-byte the Python tool's, so both tools can take
+//! turns on one file. Reads are paged by rowid (short read transactions,
+//! flat memory); writes are batched in transactions.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::Failure;
+use crate::homeserver_db::Candidate;
+
+/// `s3_media_upload`'s schema, verbatim.
+pub const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS media (
+        origin TEXT NOT NULL,  -- empty string if local media
+        media_id TEXT NOT NULL,
+        filesystem_id TEXT NOT NULL,
+        -- Type is \"local\" or \"remote\"
+        type TEXT NOT NULL,
+        -- indicates whether the media and all its thumbnails have been deleted from the
+        -- local cache
+        known_deleted BOOLEAN NOT NULL
+    );
+
+    CREATE UNIQUE INDEX IF NOT EXISTS media_id_idx ON media(origin, media_id);
+    CREATE INDEX IF NOT EXISTS deleted_idx ON media(known_deleted);
+";
+
+/// How to behave when another run holds the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Exit at once with [`Failure::Locked`].
+    Fail,
+    /// Block until the other run finishes.
+    Wait,
+}
+
+/// One row of the `media` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRow {
+    pub rowid: i64,
+    pub origin: String,
+    pub media_id: String,
+    pub filesystem_id: String,
+    pub kind: String,
+    pub known_deleted: bool,
+}
+
+/// Which rows a page read returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    NotDeleted,
+    All,
+}
+
+/// An exclusive OS lock on `<cache.db>.lock`, released when dropped (or
+/// when the process dies, however it dies).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    pub fn acquire(cache_path: &Path, mode: LockMode) -> Result<Self> {
+        let path = lock_path(cache_path);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("could not open lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => match mode {
+                LockMode::Fail => return Err(Failure::Locked(path).into()),
+                LockMode::Wait => {
+                    log::info!("another run holds {}; waiting for it to finish", path.display());
+                    file.lock().with_context(|| format!("could not lock {}", path.display()))?;
+                }
+            },
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("could not lock {}", path.display()));
+            }
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+pub fn lock_path(cache_path: &Path) -> PathBuf {
+    let mut name = cache_path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// An open cache.db.
+pub struct Cache {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Cache {
+    /// Open (creating if needed) the cache with the Python tool's schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("could not open {} as a SQLite database", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("could not open {} as a SQLite database", path.display()))?;
+        Ok(Self { conn, path: path.to_owned() })
+    }
+
+    /// A second connection for reading pages while this one writes.
+    pub fn reader(&self) -> Result<Self> {
+        let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("could not open {}", self.path.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        Ok(Self { conn, path: self.path.clone() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Insert rows that are not there yet (`INSERT OR IGNORE`, like the
+    /// Python tool: a row once known is never rewritten). One transaction.
+    pub fn insert_new(&mut self, rows: &[Candidate]) -> Result<u64> {
+        let tx = self.conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO media (origin, media_id, filesystem_id, type, known_deleted) \
+                 VALUES (?1, ?2, ?3, ?4, 0)",
+            )?;
+            for row in rows {
+                added += stmt.execute(params![row.origin, row.media_id, row.filesystem_id, row.kind.as_str()])? as u64;
+            }
+        }
+        tx.commit().with_context(|| format!("could not write to {}", self.path.display()))?;
+        Ok(added)
+    }
+
+    pub fn count(&self, which: Rows) -> Result<u64> {
+        let sql = match which {
+            Rows::NotDeleted => "SELECT COUNT(*) FROM media WHERE NOT known_deleted",
+            Rows::All => "SELECT COUNT(*) FROM media",
+        };
+        Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Up to `limit` rows with rowid greater than `after`, in rowid order.
+    pub fn page(&self, which: Rows, after: i64, limit: usize) -> Result<Vec<CacheRow>> {
+        let sql = match which {
+            Rows::NotDeleted => {
+                "SELECT rowid, origin, media_id, filesystem_id, type, known_deleted FROM media \
+                 WHERE rowid > ?1 AND NOT known_deleted ORDER BY rowid LIMIT ?2"
+            }
+            Rows::All => {
+                "SELECT rowid, origin, media_id, filesystem_id, type, known_deleted FROM media \
+                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                Ok(CacheRow {
+                    rowid: r.get(0)?,
+                    origin: r.get(1)?,
+                    media_id: r.get(2)?,
+                    filesystem_id: r.get(3)?,
+                    kind: r.get(4)?,
+                    known_deleted: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        Ok(rows)
+    }
+
+    /// Set `known_deleted` for many rows in one transaction.
+    pub fn set_deleted(&mut self, changes: &[(i64, bool)]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE media SET known_deleted = ?2 WHERE rowid = ?1")?;
+            for (rowid, deleted) in changes {
+                stmt.execute(params![rowid, deleted])?;
+            }
+        }
+        tx.commit().with_context(|| format!("could not write to {}", self.path.display()))
+    }
+
+    /// Whether a row exists (tests and diagnostics).
+    pub fn known_deleted(&self, origin: &str, media_id: &str) -> Result<Option<bool>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT known_deleted FROM media WHERE origin = ?1 AND media_id = ?2",
+                params![origin, media_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media_store::MediaKind;
+
+    fn candidate(id: &str) -> Candidate {
+        Candidate { origin: String::new(), media_id: id.into(), filesystem_id: id.into(), kind: MediaKind::Local }
+    }
+
+    #[test]
+    fn insert_is_idempotent_and_pages_walk_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = Cache::open(&dir.path().join("cache.db")).unwrap();
+        let rows: Vec<_> = (0..25).map(|i| candidate(&format!("media{i:04}"))).collect();
+        assert_eq!(cache.insert_new(&rows).unwrap(), 25);
+        assert_eq!(cache.insert_new(&rows).unwrap(), 0);
+        let (mut after, mut seen) = (0, 0);
+        loop {
+            let page = cache.page(Rows::All, after, 10).unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.rowid;
+            seen += page.len();
+        }
+        assert_eq!(seen, 25);
+        cache.set_deleted(&[(1, true), (2, true)]).unwrap();
+        assert_eq!(cache.count(Rows::NotDeleted).unwrap(), 23);
+        assert_eq!(cache.known_deleted("", "media0000").unwrap(), Some(true));
+    }
+
+    #[test]
+    fn second_lock_fails_with_the_lock_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache.db");
+        let _held = RunLock::acquire(&cache, LockMode::Fail).unwrap();
+        let err = RunLock::acquire(&cache, LockMode::Fail).unwrap_err();
+        assert!(matches!(err.downcast_ref::<Failure>(), Some(Failure::Locked(_))));
+        assert!(err.to_string().contains("cache.db.lock"));
+    }
+}

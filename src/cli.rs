@@ -1,0 +1,219 @@
+//! The command line, as `s3_media_upload` 1.7.0 spells it, plus our additions.
+//!
+//! This definition is also the source of the man page and the shell
+//! completions (`media-offload man`, `media-offload completions SHELL`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration::parse_duration;
+
+/// Storage classes the S3 API defines.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "OUTPOSTS",
+    "GLACIER_IR",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+];
+
+/// Offload a Matrix homeserver's media store to S3-compatible object storage,
+/// deleting local copies only once the remote copy is verified.
+///
+/// A drop-in replacement for `s3_media_upload` (synapse-s3-storage-provider):
+/// same subcommands, same flags, same cache.db.
+#[derive(Debug, Parser)]
+#[command(name = "media-offload", version, max_term_width = 100)]
+pub struct Cli {
+    /// Do not show progress bars (plain periodic log lines instead).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    /// The state file shared with s3_media_upload.
+    #[arg(long, global = true, env = "MEDIA_OFFLOAD_CACHE_DB", default_value = "cache.db", value_name = "PATH")]
+    pub cache_db: PathBuf,
+
+    /// If another run holds the lock, wait for it instead of exiting with code 75.
+    #[arg(long, global = true)]
+    pub wait: bool,
+
+    /// Print the end-of-run summary as one JSON object on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q: warnings and errors only, -qq: errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync rows from the homeserver database into cache.db.
+    UpdateDb(UpdateDbArgs),
+    /// Check whether media in cache.db still exist under BASE_PATH.
+    CheckDeleted(CheckDeletedArgs),
+    /// update-db followed by check-deleted.
+    Update(UpdateArgs),
+    /// Print the paths of media that may still exist locally.
+    Write(WriteArgs),
+    /// Upload media to the object store; with --delete, remove verified local copies.
+    Upload(UploadArgs),
+    /// Generate a demo homeserver (SQLite + media store) and offload it to a local directory.
+    Demo(DemoArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct DbSelection {
+    /// Select media not accessed for this long: a number and s, h, d, m (30 days) or y (365 days).
+    #[arg(value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Duration,
+
+    /// The homeserver config to read the database settings from (unless ./database.yaml exists).
+    #[arg(long, default_value = "homeserver.yaml", value_name = "PATH")]
+    pub homeserver_config_path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateDbArgs {
+    #[command(flatten)]
+    pub selection: DbSelection,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckDeletedArgs {
+    /// Base path of the media store directory.
+    pub base_path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Base path of the media store directory.
+    pub base_path: PathBuf,
+    #[command(flatten)]
+    pub selection: DbSelection,
+}
+
+#[derive(Debug, Args)]
+pub struct WriteArgs {
+    /// File to write the list to, or '-' for stdout.
+    #[arg(default_value = "-", value_name = "OUT")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// Base path of the media store directory.
+    pub base_path: PathBuf,
+
+    /// S3 bucket to upload to; a value containing '/' (e.g. /srv/archive or
+    /// file:///srv/archive) is a local directory with the same layout instead.
+    pub bucket: String,
+
+    /// Prefix of the object keys (prepended as-is, like the storage provider does).
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+
+    /// S3 storage class for new objects.
+    #[arg(long, default_value = "STANDARD", num_args = 0..=1, default_missing_value = "STANDARD",
+          value_parser = clap::builder::PossibleValuesParser::new(STORAGE_CLASSES))]
+    pub storage_class: String,
+
+    /// SSE-C key (visible in the process list: prefer --sse-customer-key-file
+    /// or the MEDIA_OFFLOAD_SSE_CUSTOMER_KEY environment variable).
+    #[arg(long, value_name = "KEY")]
+    pub sse_customer_key: Option<String>,
+
+    /// Read the SSE-C key from this file (trailing newline ignored).
+    #[arg(long, value_name = "PATH", conflicts_with = "sse_customer_key")]
+    pub sse_customer_key_file: Option<PathBuf>,
+
+    /// Algorithm for SSE-C, only used if a key is given.
+    #[arg(long, default_value = "AES256", value_name = "ALGO")]
+    pub sse_customer_algo: String,
+
+    /// Delete the local copy once the object is verified to hold the same bytes.
+    #[arg(long)]
+    pub delete: bool,
+
+    /// S3 endpoint URL (path-style addressing is used with it).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// How many media to process at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: u16,
+
+    /// Show what would be uploaded and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to create the demo homeserver (must not exist yet, or be an earlier demo).
+    #[arg(long, default_value = "media-offload-demo", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// How many media to generate.
+    #[arg(long, default_value_t = 2000)]
+    pub files: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn accepts_the_python_tools_command_lines() {
+        let lines: &[&[&str]] = &[
+            &["x", "--no-progress", "update-db", "2m"],
+            &["x", "update-db", "0d", "--homeserver-config-path", "/etc/synapse/homeserver.yaml"],
+            &["x", "check-deleted", "/var/lib/synapse/media"],
+            &["x", "update", "/media", "1y", "--homeserver-config-path", "hs.yaml"],
+            &["x", "write"],
+            &["x", "write", "-"],
+            &["x", "write", "out.txt"],
+            &["x", "upload", "/media", "bucket", "--delete", "--storage-class", "STANDARD_IA",
+              "--endpoint-url", "https://s3.example", "--prefix", "media/", "--sse-customer-key", "k",
+              "--sse-customer-algo", "AES256"],
+            &["x", "--no-progress", "upload", "/media", "bucket", "--storage-class"],
+        ];
+        for line in lines {
+            Cli::try_parse_from(*line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn rejects_an_invalid_duration_naming_it() {
+        let err = Cli::try_parse_from(["x", "update-db", "5x"]).unwrap_err();
+        assert!(err.to_string().contains("\"5x\""), "{err}");
+    }
+}

@@ -1,0 +1,51 @@
+//! `write [OUT|-]`: list the files and thumbnail folders of every media not
+//! known to be deleted (e.g. for rsync or rclone `--files-from`).
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+use super::{Context, PAGE};
+use crate::cache::{Cache, Rows};
+use crate::media_store::{MediaKind, MediaPaths};
+
+pub fn run(ctx: &Context, out: &Path) -> Result<()> {
+    // Read-only: no lock needed, and a running upload is not disturbed.
+    let cache = Cache::open(&ctx.cache_db)?;
+    let sink: Box<dyn Write> = if out == Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::File::create(out).with_context(|| format!("could not create {}", out.display()))?,
+        )
+    };
+    let mut sink = BufWriter::new(sink);
+    let mut after = 0;
+    let mut invalid = 0u64;
+    loop {
+        let page = cache.page(Rows::NotDeleted, after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.rowid;
+        for row in &page {
+            let paths = MediaKind::parse(&row.kind)
+                .ok_or_else(|| format!("unknown media type {:?}", row.kind))
+                .and_then(|kind| {
+                    MediaPaths::new(&row.origin, &row.media_id, &row.filesystem_id, kind).map_err(|e| e.to_string())
+                });
+            match paths {
+                Ok(p) => writeln!(sink, "{}\n{}/", p.original, p.thumbnail_dir)
+                    .with_context(|| format!("writing to {}", out.display()))?,
+                Err(why) => {
+                    log::error!("cache row {}: {why}", row.rowid);
+                    invalid += 1;
+                }
+            }
+        }
+    }
+    sink.flush().with_context(|| format!("writing to {}", out.display()))?;
+    match invalid {
+        0 => Ok(()),
+        count => Err(crate::error::Failure::Partial { count }.into()),
+    }
+}

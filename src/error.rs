@@ -1,0 +1,51 @@
+//! Errors that callers act on, and the exit codes they map to.
+//!
+//! Everything else travels as `anyhow::Error` with context and exits with
+//! [`ExitCode::Fatal`].
+
+use std::path::PathBuf;
+
+/// Process exit codes. Documented in README.md and docs/operations.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Everything asked for was done.
+    Success = 0,
+    /// The run could not start or had to stop: bad configuration,
+    /// unreachable database, unreadable cache.db, ...
+    Fatal = 1,
+    /// The command line was wrong (clap's own code).
+    Usage = 2,
+    /// The run finished but some items failed; their files were kept.
+    Partial = 3,
+    /// Another run holds the lock (`EX_TEMPFAIL`: try again later).
+    Locked = 75,
+}
+
+/// Errors with a specific exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(
+        "another media-offload run holds the lock {} (pass --wait to wait for it)",
+        .0.display()
+    )]
+    Locked(PathBuf),
+    #[error("{count} item(s) failed; see the messages above (their local files were kept)")]
+    Partial { count: u64 },
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Failure::Locked(_) => ExitCode::Locked,
+            Failure::Partial { .. } => ExitCode::Partial,
+        }
+    }
+}
+
+/// The exit code for any error a command returned.
+pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>())
+        .map_or(ExitCode::Fatal, Failure::exit_code)
+}

@@ -1,0 +1,43 @@
+use std::io::IsTerminal;
+
+use clap::{CommandFactory, Parser};
+
+use media_offload::cache::LockMode;
+use media_offload::cli::{Cli, Command};
+use media_offload::commands::{self, Context};
+use media_offload::error::{ExitCode, exit_code_for};
+use media_offload::report;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let bars = !cli.no_progress && std::io::stderr().is_terminal();
+    report::init(cli.verbose, cli.quiet, bars);
+    let ctx = Context {
+        cache_db: cli.cache_db.clone(),
+        lock: if cli.wait { LockMode::Wait } else { LockMode::Fail },
+        json: cli.json,
+    };
+    let result = match &cli.command {
+        Command::UpdateDb(a) => commands::update_db::run(&ctx, &a.selection),
+        Command::CheckDeleted(a) => commands::check_deleted::run(&ctx, &a.base_path),
+        Command::Update(a) => commands::update::run(&ctx, &a.base_path, &a.selection),
+        Command::Write(a) => commands::write::run(&ctx, &a.out),
+        Command::Upload(a) => commands::upload::run(&ctx, a),
+        Command::Demo(a) => commands::demo::run(&ctx, &a.dir, a.files),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "media-offload", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(Into::into),
+    };
+    let code = match result {
+        Ok(()) => ExitCode::Success,
+        Err(err) => {
+            log::error!("{err:#}");
+            exit_code_for(&err)
+        }
+    };
+    std::process::ExitCode::from(code as u8)
+}

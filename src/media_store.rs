@@ -1,0 +1,290 @@
+//! Synapse's media store layout: where a media's original and thumbnails
+//! live, checked so that no database value can reach outside the store.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Top-level folders of a Synapse media store. Never pruned.
+pub const TOP_LEVEL: &[&str] = &["local_content", "local_thumbnails", "remote_content", "remote_thumbnail"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Local,
+    Remote,
+}
+
+impl MediaKind {
+    /// The `type` column of cache.db.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Local => "local",
+            MediaKind::Remote => "remote",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "local" => Some(Self::Local),
+            "remote" => Some(Self::Remote),
+            _ => None,
+        }
+    }
+}
+
+/// A row whose values cannot be turned into a path inside the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing row (origin {origin:?}, media_id {media_id:?}): {reason}")]
+pub struct InvalidRow {
+    pub origin: String,
+    pub media_id: String,
+    pub reason: String,
+}
+
+/// Where one media's files live, relative to the store root, with `/`
+/// separators (they double as object keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPaths {
+    pub original: String,
+    pub thumbnail_dir: String,
+}
+
+impl MediaPaths {
+    /// Validate the row and compute its paths, exactly as Synapse (and
+    /// `s3_media_upload`) lay them out.
+    pub fn new(origin: &str, media_id: &str, filesystem_id: &str, kind: MediaKind) -> Result<Self, InvalidRow> {
+        let invalid = |reason: String| InvalidRow { origin: origin.to_owned(), media_id: media_id.to_owned(), reason };
+        // Python slices by code point, so do we.
+        let chars: Vec<char> = filesystem_id.chars().collect();
+        if chars.len() < 5 {
+            return Err(invalid(format!("filesystem id {filesystem_id:?} is shorter than 5 characters")));
+        }
+        let part = |r: std::ops::Range<usize>| chars[r].iter().collect::<String>();
+        let (a, b, rest) = (part(0..2), part(2..4), part(4..chars.len()));
+        for piece in [&a, &b, &rest] {
+            check_component(piece).map_err(|why| invalid(format!("filesystem id {filesystem_id:?}: {why}")))?;
+        }
+        let (content, thumbs) = match kind {
+            MediaKind::Local => ("local_content".to_owned(), "local_thumbnails".to_owned()),
+            MediaKind::Remote => {
+                check_component(origin).map_err(|why| invalid(format!("origin {origin:?}: {why}")))?;
+                (format!("remote_content/{origin}"), format!("remote_thumbnail/{origin}"))
+            }
+        };
+        Ok(Self {
+            original: format!("{content}/{a}/{b}/{rest}"),
+            thumbnail_dir: format!("{thumbs}/{a}/{b}/{rest}"),
+        })
+    }
+}
+
+/// One path component from a database value or a directory listing.
+pub fn check_component(piece: &str) -> Result<(), &'static str> {
+    if piece.is_empty() {
+        Err("empty path component")
+    } else if piece == "." || piece == ".." {
+        Err("would escape the media store (`.` or `..`)")
+    } else if piece.contains(['/', '\\']) {
+        Err("contains a path separator")
+    } else if piece.contains('\0') {
+        Err("contains a NUL byte")
+    } else {
+        Ok(())
+    }
+}
+
+/// A file of a media found on local disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    /// Relative path with `/` separators (the object key without prefix).
+    pub rel: String,
+    pub size: u64,
+}
+
+/// Something in the store that is not a regular file where one was expected.
+#[derive(Debug)]
+pub struct Skipped {
+    pub rel: String,
+    pub why: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rel, self.why)
+    }
+}
+
+/// The media's files on disk: the original and every regular file in its
+/// thumbnail folder. Symlinks and other oddities are reported in `skipped`,
+/// never followed.
+pub fn local_files(base: &Path, paths: &MediaPaths) -> io::Result<(Vec<LocalFile>, Vec<Skipped>)> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    match std::fs::symlink_metadata(base.join(&paths.original)) {
+        Ok(meta) if meta.is_file() => files.push(LocalFile { rel: paths.original.clone(), size: meta.len() }),
+        Ok(_) => skipped.push(Skipped { rel: paths.original.clone(), why: "not a regular file".into() }),
+        Err(e) if is_absent(&e) => {}
+        Err(e) => return Err(with_path(e, &paths.original)),
+    }
+    let dir = match std::fs::read_dir(base.join(&paths.thumbnail_dir)) {
+        Ok(dir) => dir,
+        Err(e) if is_absent(&e) => return Ok((files, skipped)),
+        Err(e) => return Err(with_path(e, &paths.thumbnail_dir)),
+    };
+    for entry in dir {
+        let entry = entry.map_err(|e| with_path(e, &paths.thumbnail_dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| check_component(n).is_ok()) else {
+            skipped.push(Skipped {
+                rel: format!("{}/{}", paths.thumbnail_dir, name.to_string_lossy()),
+                why: "file name is not valid UTF-8".into(),
+            });
+            continue;
+        };
+        let rel = format!("{}/{name}", paths.thumbnail_dir);
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if is_absent(&e) => continue,
+            Err(e) => return Err(with_path(e, &rel)),
+        };
+        if meta.is_file() {
+            files.push(LocalFile { rel, size: meta.len() });
+        } else {
+            skipped.push(Skipped { rel, why: "not a regular file".into() });
+        }
+    }
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok((files, skipped))
+}
+
+/// Whether any file of the media is still on local disk.
+pub fn any_local_file(base: &Path, paths: &MediaPaths) -> io::Result<bool> {
+    match std::fs::symlink_metadata(base.join(&paths.original)) {
+        Ok(_) => return Ok(true),
+        Err(e) if is_absent(&e) => {}
+        Err(e) => return Err(with_path(e, &paths.original)),
+    }
+    match std::fs::read_dir(base.join(&paths.thumbnail_dir)) {
+        Ok(mut dir) => Ok(dir.next().is_some()),
+        Err(e) if is_absent(&e) => Ok(false),
+        Err(e) => Err(with_path(e, &paths.thumbnail_dir)),
+    }
+}
+
+/// Remove the folders above `rel` that the deletion left empty, up to but
+/// not including the store's top-level folders.
+pub fn prune_empty_dirs(base: &Path, rel: &str) {
+    let mut dir = Path::new(rel).parent();
+    while let Some(d) = dir {
+        if d.components().count() <= 1 {
+            break;
+        }
+        if std::fs::remove_dir(base.join(d)).is_err() {
+            break; // not empty, already gone, or not ours to remove
+        }
+        dir = d.parent();
+    }
+}
+
+/// Refuse a base path that is not a media store, so a typo cannot mark
+/// every row as deleted.
+pub fn check_base_path(base: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(base)
+        .map_err(|e| anyhow::anyhow!("media store {}: {}", base.display(), e))?;
+    if !meta.is_dir() {
+        anyhow::bail!("media store {} is not a directory", base.display());
+    }
+    if !TOP_LEVEL.iter().any(|top| base.join(top).is_dir()) {
+        anyhow::bail!(
+            "{} does not look like a Synapse media store (none of {} inside); check BASE_PATH",
+            base.display(),
+            TOP_LEVEL.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+}
+
+fn with_path(e: io::Error, rel: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{rel}: {e}"))
+}
+
+/// Absolute path of a relative store path.
+pub fn absolute(base: &Path, rel: &str) -> PathBuf {
+    base.join(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_synapse() {
+        let p = MediaPaths::new("", "abcdefgh", "abcdefgh", MediaKind::Local).unwrap();
+        assert_eq!(p.original, "local_content/ab/cd/efgh");
+        assert_eq!(p.thumbnail_dir, "local_thumbnails/ab/cd/efgh");
+        let p = MediaPaths::new("matrix.org", "m", "XyZ12345", MediaKind::Remote).unwrap();
+        assert_eq!(p.original, "remote_content/matrix.org/Xy/Z1/2345");
+        assert_eq!(p.thumbnail_dir, "remote_thumbnail/matrix.org/Xy/Z1/2345");
+    }
+
+    #[test]
+    fn rows_that_would_escape_are_refused() {
+        for (origin, fs_id, kind) in [
+            ("", "../../etc/passwd", MediaKind::Local),
+            ("", "....x", MediaKind::Local),
+            ("", "ab/cdefg", MediaKind::Local),
+            ("", "abcd", MediaKind::Local),
+            ("", "ab\\cdefg", MediaKind::Local),
+            ("", "abc\0defg", MediaKind::Local),
+            ("..", "abcdefgh", MediaKind::Remote),
+            ("a/b", "abcdefgh", MediaKind::Remote),
+            ("", "abcdefgh", MediaKind::Remote),
+            ("x", "ab..", MediaKind::Remote),
+        ] {
+            assert!(MediaPaths::new(origin, "id", fs_id, kind).is_err(), "{origin:?} {fs_id:?}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_ids_are_split_by_character() {
+        let p = MediaPaths::new("", "x", "äöüßabc", MediaKind::Local).unwrap();
+        assert_eq!(p.original, "local_content/äö/üß/abc");
+    }
+
+    #[test]
+    fn pruning_stops_at_top_level_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        std::fs::create_dir_all(base.join("local_content/ab/cd")).unwrap();
+        std::fs::create_dir_all(base.join("local_content/ab/zz")).unwrap();
+        prune_empty_dirs(base, "local_content/ab/cd/efgh");
+        assert!(!base.join("local_content/ab/cd").exists());
+        assert!(base.join("local_content/ab/zz").exists(), "non-empty sibling kept");
+        prune_empty_dirs(base, "local_content/ab/zz/efgh");
+        assert!(!base.join("local_content/ab").exists());
+        assert!(base.join("local_content").is_dir(), "top-level folder kept");
+    }
+
+    #[test]
+    fn lists_original_and_thumbnails_skipping_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let p = MediaPaths::new("", "abcdefgh", "abcdefgh", MediaKind::Local).unwrap();
+        std::fs::create_dir_all(base.join("local_content/ab/cd")).unwrap();
+        std::fs::write(base.join(&p.original), b"hello").unwrap();
+        std::fs::create_dir_all(base.join(&p.thumbnail_dir)).unwrap();
+        std::fs::write(base.join(&p.thumbnail_dir).join("32-32-image-png-crop"), b"t").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", base.join(&p.thumbnail_dir).join("evil")).unwrap();
+        let (files, skipped) = local_files(base, &p).unwrap();
+        let rels: Vec<_> = files.iter().map(|f| (f.rel.as_str(), f.size)).collect();
+        assert_eq!(
+            rels,
+            vec![("local_content/ab/cd/efgh", 5), ("local_thumbnails/ab/cd/efgh/32-32-image-png-crop", 1)]
+        );
+        assert_eq!(skipped.len(), 1);
+    }
+}

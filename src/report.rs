@@ -1,0 +1,214 @@
+//! What a person or a journal sees: log set-up, progress (bars on a
+//! terminal, periodic plain lines otherwise) and end-of-run summaries.
+
+use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How often a progress line is logged when there is no terminal.
+const LOG_INTERVAL: Duration = Duration::from_secs(15);
+
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Whether progress is drawn as bars.
+fn bars() -> Option<&'static MultiProgress> {
+    BARS.get()
+}
+
+/// Set up logging to stderr. On a terminal: coloured levels. Under journald
+/// (`JOURNAL_STREAM`): `<N>` priority prefixes, no colour, no timestamps.
+/// Piped elsewhere: plain lines with UTC timestamps.
+pub fn init(verbose: u8, quiet: u8, progress_bars: bool) {
+    let level = match (verbose, quiet) {
+        (0, 0) => log::LevelFilter::Info,
+        (1, _) => log::LevelFilter::Debug,
+        (v, _) if v >= 2 => log::LevelFilter::Trace,
+        (_, 1) => log::LevelFilter::Warn,
+        _ => log::LevelFilter::Error,
+    };
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let tty = std::io::stderr().is_terminal();
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Warn).filter_module("media_offload", level);
+    if let Ok(spec) = std::env::var("MEDIA_OFFLOAD_LOG") {
+        builder.parse_filters(&spec);
+    }
+    if journal {
+        builder.write_style(env_logger::WriteStyle::Never).format(|buf, record| {
+            let prio = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                _ => 7,
+            };
+            writeln!(buf, "<{prio}>{}", record.args())
+        });
+    } else if tty {
+        builder.format_timestamp(None).format_target(false);
+    } else {
+        builder.write_style(env_logger::WriteStyle::Never).format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {:5} {}",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+                record.level(),
+                record.args()
+            )
+        });
+    }
+    let logger = builder.build();
+    let max = logger.filter();
+    if progress_bars && tty {
+        let multi = BARS.get_or_init(MultiProgress::new);
+        let _ = log::set_boxed_logger(Box::new(Bridge { inner: logger, multi }));
+    } else {
+        let _ = log::set_boxed_logger(Box::new(logger));
+    }
+    log::set_max_level(max);
+}
+
+/// Routes log lines around the progress bars so they do not tear them.
+struct Bridge {
+    inner: env_logger::Logger,
+    multi: &'static MultiProgress,
+}
+
+impl log::Log for Bridge {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+    fn log(&self, record: &log::Record) {
+        if self.inner.matches(record) {
+            self.multi.suspend(|| self.inner.log(record));
+        }
+    }
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
+/// Progress of one phase: a bar on a terminal, a log line every
+/// [`LOG_INTERVAL`] otherwise.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    what: &'static str,
+    unit: &'static str,
+    total: u64,
+    done: u64,
+    bytes: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    pub fn new(what: &'static str, unit: &'static str, total: u64, with_bytes: bool) -> Self {
+        let bar = bars().map(|multi| {
+            let bar = multi.add(ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()));
+            let template = if with_bytes {
+                "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} ({per_sec}, ETA {eta})"
+            } else {
+                "{prefix} [{bar:30.cyan/blue}] {pos}/{len} ({per_sec}, ETA {eta})"
+            };
+            bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+            bar.set_prefix(what);
+            bar
+        });
+        if bar.is_none() {
+            log::info!("{what}: {total} {unit} to go");
+        }
+        let now = Instant::now();
+        Self { bar, what, unit, total, done: 0, bytes: 0, started: now, last_line: now }
+    }
+
+    /// `n` more items done, `bytes` more bytes moved.
+    pub fn advance(&mut self, n: u64, bytes: u64) {
+        self.done += n;
+        self.bytes += bytes;
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(n);
+                if bytes > 0 {
+                    bar.set_message(format!("{} moved", naturalsize(self.bytes)));
+                }
+            }
+            None if self.last_line.elapsed() >= LOG_INTERVAL => {
+                self.last_line = Instant::now();
+                log::info!("{}", self.line());
+            }
+            None => {}
+        }
+    }
+
+    fn line(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let pct = if self.total == 0 { 100.0 } else { self.done as f64 * 100.0 / self.total as f64 };
+        let mut line = format!("{}: {}/{} {} ({pct:.0}%)", self.what, self.done, self.total, self.unit);
+        if self.bytes > 0 {
+            line += &format!(", {} at {}/s", naturalsize(self.bytes), naturalsize((self.bytes as f64 / secs) as u64));
+        }
+        line
+    }
+
+    pub fn finish(self) {
+        match &self.bar {
+            Some(bar) => bar.finish(),
+            None => log::info!("{} (done in {:.1}s)", self.line(), self.started.elapsed().as_secs_f64()),
+        }
+    }
+}
+
+/// `humanize.naturalsize(n, gnu=True)`, as the Python tool prints sizes.
+pub fn naturalsize(bytes: u64) -> String {
+    const SUFFIXES: &[char] = &['K', 'M', 'G', 'T', 'P', 'E', 'Z', 'Y'];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64;
+    let mut suffix = SUFFIXES[0];
+    for s in SUFFIXES {
+        value /= 1024.0;
+        suffix = *s;
+        if value < 1024.0 {
+            break;
+        }
+    }
+    format!("{value:.1}{suffix}")
+}
+
+/// Print the summary: text lines, or one JSON object with `--json`.
+pub fn summary(json: bool, text: &[String], value: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{value}");
+    } else {
+        for line in text {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::naturalsize;
+
+    #[test]
+    fn sizes_like_humanize_gnu() {
+        assert_eq!(naturalsize(0), "0B");
+        assert_eq!(naturalsize(1023), "1023B");
+        assert_eq!(naturalsize(1024), "1.0K");
+        assert_eq!(naturalsize(1536), "1.5K");
+        assert_eq!(naturalsize(5 * 1024 * 1024), "5.0M");
+        assert_eq!(naturalsize(3 * 1024 * 1024 * 1024), "3.0G");
+    }
+}
+
+/// Print one line on stdout without tearing the progress bars.
+pub fn line(text: &str) {
+    match bars() {
+        Some(multi) => multi.suspend(|| println!("{text}")),
+        None => println!("{text}"),
+    }
+}

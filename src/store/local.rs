@@ -1,0 +1,79 @@
+//! A store that is a directory with the media store's relative layout: what
+//! Synapse's own `FileStorageProviderBackend` reads. Objects are written to
+//! a temporary file, synced and renamed into place, so a crash never leaves
+//! a partial object under its final name.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{FileDigest, ObjectInfo, ObjectStore, StoreError};
+use crate::media_store::check_component;
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(root)
+            .map_err(|e| anyhow::anyhow!("could not create store directory {}: {e}", root.display()))?;
+        Ok(Self { root: root.to_owned() })
+    }
+
+    /// Validate every component of a key (the prefix comes from the user).
+    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let mut path = self.root.clone();
+        for piece in key.split('/').filter(|p| !p.is_empty()) {
+            check_component(piece).map_err(|why| StoreError(format!("key {key:?}: {why}")))?;
+            path.push(piece);
+        }
+        Ok(path)
+    }
+}
+
+impl ObjectStore for LocalStore {
+    fn describe(&self) -> String {
+        format!("directory {}", self.root.display())
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let path = self.path_of(key)?;
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => {
+                // The directory can tell the content: read it back.
+                let digest = FileDigest::of_file(&path, None)
+                    .map_err(|e| StoreError(format!("reading {}: {e}", path.display())))?;
+                Ok(Some(ObjectInfo { size: digest.size, md5: Some(digest.md5) }))
+            }
+            Ok(_) => Err(StoreError(format!("{} is not a regular file", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    fn put(&self, key: &str, source: &Path, _digest: &FileDigest) -> Result<ObjectInfo, StoreError> {
+        let target = self.path_of(key)?;
+        let dir = target.parent().expect("a key has a parent under the root");
+        let io = |what: &str, e: std::io::Error| StoreError(format!("{what} {}: {e}", target.display()));
+        fs::create_dir_all(dir).map_err(|e| io("creating the folder of", e))?;
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.media-offload-{}.tmp", std::process::id()));
+        let result = (|| -> Result<(), StoreError> {
+            let mut from = fs::File::open(source).map_err(|e| io("reading the source of", e))?;
+            let mut to = fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+            std::io::copy(&mut from, &mut to).map_err(|e| io("writing", e))?;
+            to.flush().and_then(|_| to.sync_all()).map_err(|e| io("syncing", e))?;
+            fs::rename(&tmp, &target).map_err(|e| io("renaming into", e))?;
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result?;
+        self.head(key)?.ok_or_else(|| StoreError(format!("{} vanished after writing", target.display())))
+    }
+}

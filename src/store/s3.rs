@@ -1,0 +1,315 @@
+//! S3-compatible object storage through the official AWS SDK.
+//!
+//! The SDK is async; this store owns a small tokio runtime and exposes the
+//! synchronous [`ObjectStore`] trait, so the rest of the program stays
+//! plain threads. Worker threads call `block_on` concurrently, which the
+//! multi-threaded runtime supports.
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use md5::{Digest as _, Md5};
+
+use super::{FileDigest, ObjectInfo, ObjectStore, StoreError, parse_md5};
+
+/// Files larger than this go up in parts (boto3's default threshold).
+pub const MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
+/// S3 allows at most 10,000 parts.
+const MAX_PARTS: u64 = 10_000;
+/// Parts of one file in flight at once.
+const PART_CONCURRENCY: usize = 4;
+/// User metadata key holding the content MD5 (`x-amz-meta-md5`).
+pub const MD5_METADATA: &str = "md5";
+
+/// A customer-provided encryption key (SSE-C). `Debug` never shows it.
+#[derive(Clone)]
+pub struct SseCustomerKey {
+    pub algorithm: String,
+    key_b64: String,
+    key_md5_b64: String,
+}
+
+impl SseCustomerKey {
+    /// The raw key as given to boto3 (which base64-encodes it itself).
+    pub fn new(raw_key: &[u8], algorithm: &str) -> Self {
+        Self {
+            algorithm: algorithm.to_owned(),
+            key_b64: B64.encode(raw_key),
+            key_md5_b64: B64.encode(Md5::digest(raw_key)),
+        }
+    }
+}
+
+impl std::fmt::Debug for SseCustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SseCustomerKey({}, <redacted>)", self.algorithm)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    pub bucket: String,
+    pub endpoint_url: Option<String>,
+    pub storage_class: String,
+    pub sse: Option<SseCustomerKey>,
+}
+
+pub struct S3Store {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    options: S3Options,
+}
+
+impl S3Store {
+    pub fn new(options: S3Options) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("s3-io")
+            .enable_all()
+            .build()?;
+        let shared = runtime.block_on(
+            aws_config::defaults(BehaviorVersion::latest())
+                .region(RegionProviderChain::default_provider().or_else(Region::new("us-east-1")))
+                .retry_config(
+                    RetryConfig::standard().with_max_attempts(8).with_initial_backoff(Duration::from_millis(200)),
+                )
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(10))
+                        .read_timeout(Duration::from_secs(120))
+                        .build(),
+                )
+                .load(),
+        );
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            // The SDK's newer default request checksums are rejected by
+            // MinIO, Backblaze B2, Ceph and others: only send them where an
+            // operation requires one. We send Content-MD5 ourselves.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(url) = &options.endpoint_url {
+            config = config.endpoint_url(url).force_path_style(true);
+        }
+        Ok(Self { runtime, client: Client::from_conf(config.build()), options })
+    }
+
+    fn storage_class(&self) -> StorageClass {
+        StorageClass::from(self.options.storage_class.as_str())
+    }
+
+    async fn put_single(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<Option<[u8; 16]>, StoreError> {
+        let body = ByteStream::read_from()
+            .path(path)
+            .length(Length::Exact(digest.size))
+            .build()
+            .await
+            .map_err(|e| StoreError(format!("reading {}: {e}", path.display())))?;
+        let sse = self.options.sse.as_ref();
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.options.bucket)
+            .key(key)
+            .body(body)
+            .content_length(digest.size as i64)
+            .content_md5(B64.encode(digest.md5))
+            .metadata(MD5_METADATA, hex::encode(digest.md5))
+            .storage_class(self.storage_class())
+            .set_sse_customer_algorithm(sse.map(|s| s.algorithm.clone()))
+            .set_sse_customer_key(sse.map(|s| s.key_b64.clone()))
+            .set_sse_customer_key_md5(sse.map(|s| s.key_md5_b64.clone()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("PUT", key, e))?;
+        // A plain single-part upload's ETag is the content MD5: the server
+        // itself confirms which bytes it stored.
+        Ok(if sse.is_none() && out.server_side_encryption() != Some(&ServerSideEncryption::AwsKms) {
+            out.e_tag().and_then(parse_md5)
+        } else {
+            None
+        })
+    }
+
+    async fn put_multipart(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<(), StoreError> {
+        let sse = self.options.sse.as_ref();
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.options.bucket)
+            .key(key)
+            .metadata(MD5_METADATA, hex::encode(digest.md5))
+            .storage_class(self.storage_class())
+            .set_sse_customer_algorithm(sse.map(|s| s.algorithm.clone()))
+            .set_sse_customer_key(sse.map(|s| s.key_b64.clone()))
+            .set_sse_customer_key_md5(sse.map(|s| s.key_md5_b64.clone()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("CreateMultipartUpload", key, e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StoreError(format!("CreateMultipartUpload {key}: no upload id in the answer")))?
+            .to_owned();
+        let result = self.upload_parts(key, path, digest, &upload_id).await;
+        let parts = match result {
+            Ok(parts) => parts,
+            Err(e) => {
+                // Best effort: leave no billable parts behind.
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.options.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                return Err(e);
+            }
+        };
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.options.bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .set_sse_customer_algorithm(sse.map(|s| s.algorithm.clone()))
+            .set_sse_customer_key(sse.map(|s| s.key_b64.clone()))
+            .set_sse_customer_key_md5(sse.map(|s| s.key_md5_b64.clone()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("CompleteMultipartUpload", key, e))?;
+        Ok(())
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &Path,
+        digest: &FileDigest,
+        upload_id: &str,
+    ) -> Result<Vec<CompletedPart>, StoreError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut parts = Vec::with_capacity(digest.part_md5s.len());
+        for (index, part_md5) in digest.part_md5s.iter().enumerate() {
+            if tasks.len() >= PART_CONCURRENCY {
+                parts.push(tasks.join_next().await.expect("a task is running")??);
+            }
+            let offset = index as u64 * digest.part_size;
+            let length = digest.part_size.min(digest.size - offset);
+            let request = self
+                .client
+                .upload_part()
+                .bucket(&self.options.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(index as i32 + 1)
+                .content_length(length as i64)
+                .content_md5(B64.encode(part_md5))
+                .set_sse_customer_algorithm(self.options.sse.as_ref().map(|s| s.algorithm.clone()))
+                .set_sse_customer_key(self.options.sse.as_ref().map(|s| s.key_b64.clone()))
+                .set_sse_customer_key_md5(self.options.sse.as_ref().map(|s| s.key_md5_b64.clone()));
+            let (path, key) = (path.to_owned(), key.to_owned());
+            tasks.spawn(async move {
+                let body = ByteStream::read_from()
+                    .path(&path)
+                    .offset(offset)
+                    .length(Length::Exact(length))
+                    .build()
+                    .await
+                    .map_err(|e| StoreError(format!("reading {}: {e}", path.display())))?;
+                let out = request.body(body).send().await.map_err(|e| sdk_error("UploadPart", &key, e))?;
+                Ok::<_, StoreError>(
+                    CompletedPart::builder()
+                        .part_number(index as i32 + 1)
+                        .set_e_tag(out.e_tag().map(str::to_owned))
+                        .build(),
+                )
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            parts.push(done.map_err(|e| StoreError(format!("UploadPart {key}: {e}")))??);
+        }
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
+    }
+}
+
+impl From<tokio::task::JoinError> for StoreError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StoreError(format!("upload task failed: {e}"))
+    }
+}
+
+fn sdk_error<E, R>(op: &str, key: &str, err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError(format!("{op} {key}: {}", DisplayErrorContext(&err)))
+}
+
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        match &self.options.endpoint_url {
+            Some(url) => format!("s3://{} at {url}", self.options.bucket),
+            None => format!("s3://{}", self.options.bucket),
+        }
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let sse = self.options.sse.as_ref();
+        let result = self.runtime.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.options.bucket)
+                .key(key)
+                .set_sse_customer_algorithm(sse.map(|s| s.algorithm.clone()))
+                .set_sse_customer_key(sse.map(|s| s.key_b64.clone()))
+                .set_sse_customer_key_md5(sse.map(|s| s.key_md5_b64.clone()))
+                .send(),
+        );
+        let out = match result {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => return Ok(None),
+            Err(e) => return Err(sdk_error("HEAD", key, e)),
+        };
+        let stored = out.metadata().and_then(|m| m.get(MD5_METADATA)).and_then(|v| parse_md5(v));
+        // Without our checksum, trust the ETag only where it is the content
+        // MD5: a single-part upload that is neither SSE-C nor SSE-KMS.
+        let etag = out
+            .e_tag()
+            .filter(|_| out.sse_customer_algorithm().is_none())
+            .filter(|_| out.server_side_encryption() != Some(&ServerSideEncryption::AwsKms))
+            .and_then(parse_md5);
+        Ok(Some(ObjectInfo { size: out.content_length().unwrap_or(0).max(0) as u64, md5: stored.or(etag) }))
+    }
+
+    fn put(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<ObjectInfo, StoreError> {
+        if digest.part_md5s.is_empty() {
+            if let Some(etag_md5) = self.runtime.block_on(self.put_single(key, path, digest))? {
+                return Ok(ObjectInfo { size: digest.size, md5: Some(etag_md5) });
+            }
+        } else {
+            self.runtime.block_on(self.put_multipart(key, path, digest))?;
+        }
+        // The answer did not prove the content: ask the store.
+        self.head(key)?.ok_or_else(|| StoreError(format!("{key}: object missing right after upload")))
+    }
+
+    fn part_size(&self, size: u64) -> Option<u64> {
+        (size > MULTIPART_THRESHOLD).then(|| {
+            let min_for_count = size.div_ceil(MAX_PARTS).next_multiple_of(1024 * 1024);
+            MULTIPART_THRESHOLD.max(min_for_count)
+        })
+    }
+}
