@@ -187,14 +187,15 @@ pub fn prune_empty_dirs(base: &Path, rel: &str) {
 }
 
 /// Refuse a base path that is not a media store, so a typo cannot mark
-/// every row as deleted.
-pub fn check_base_path(base: &Path) -> anyhow::Result<()> {
+/// every row as deleted. A store with none of Synapse's folders is only
+/// accepted when there are no rows to judge against it.
+pub fn check_base_path(base: &Path, has_rows: bool) -> anyhow::Result<()> {
     let meta = std::fs::metadata(base)
         .map_err(|e| anyhow::anyhow!("media store {}: {}", base.display(), e))?;
     if !meta.is_dir() {
         anyhow::bail!("media store {} is not a directory", base.display());
     }
-    if !TOP_LEVEL.iter().any(|top| base.join(top).is_dir()) {
+    if has_rows && !TOP_LEVEL.iter().any(|top| base.join(top).is_dir()) {
         anyhow::bail!(
             "{} does not look like a Synapse media store (none of {} inside); check BASE_PATH",
             base.display(),

@@ -77,8 +77,8 @@ fn examine(base: &Path, row: &CacheRow) -> Change {
 
 /// The work of `check-deleted`, shared with `update` and `demo`.
 pub fn check(cache: &mut Cache, base: &Path) -> Result<Checked> {
-    media_store::check_base_path(base)?;
     let total = cache.count(Rows::All)?;
+    media_store::check_base_path(base, total > 0)?;
     let mut progress = Progress::new("check-deleted", "media", total, false);
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4).min(16);
     let mut result = Checked::default();

@@ -170,8 +170,8 @@ fn warn_if_readable_by_others(path: &Path) {
 
 /// The work of `upload`, shared with `demo`.
 pub fn upload(cache: &mut Cache, store: &dyn ObjectStore, opts: &Options) -> Result<Totals> {
-    media_store::check_base_path(&opts.base)?;
     let total = cache.count(Rows::NotDeleted)?;
+    media_store::check_base_path(&opts.base, total > 0)?;
     let mut totals = Totals { media_total: total, ..Default::default() };
     let mut progress = Progress::new("upload", "media", total, true);
     let reader = cache.reader()?;
