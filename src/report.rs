@@ -107,9 +107,9 @@ impl Progress {
         let bar = bars().map(|multi| {
             let bar = multi.add(ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()));
             let template = if with_bytes {
-                "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} ({per_sec}, ETA {eta})"
+                "{prefix} [{bar:30.cyan/blue}] {human_pos}/{human_len} media, {msg} (ETA {eta})"
             } else {
-                "{prefix} [{bar:30.cyan/blue}] {pos}/{len} ({per_sec}, ETA {eta})"
+                "{prefix} [{bar:30.cyan/blue}] {human_pos}/{human_len} media (ETA {eta})"
             };
             bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
             bar.set_prefix(what);
@@ -129,8 +129,13 @@ impl Progress {
         match &self.bar {
             Some(bar) => {
                 bar.inc(n);
-                if bytes > 0 {
-                    bar.set_message(format!("{} moved", naturalsize(self.bytes)));
+                if bytes > 0 || self.done == n {
+                    let secs = self.started.elapsed().as_secs_f64().max(0.001);
+                    bar.set_message(format!(
+                        "{} uploaded at {}/s",
+                        naturalsize(self.bytes),
+                        naturalsize((self.bytes as f64 / secs) as u64)
+                    ));
                 }
             }
             None if self.last_line.elapsed() >= LOG_INTERVAL => {

@@ -57,6 +57,7 @@ impl Rng {
 
 pub fn run(ctx: &Context, dir: &Path, count: u32) -> Result<()> {
     let dir = prepare_dir(dir)?;
+    println!("Generating a demo homeserver with {count} media in {} ...", dir.display());
     let media = dir.join("media_store");
     let db_path = dir.join("homeserver.db");
     let (local, remote) = generate(&db_path, &media, count)?;
