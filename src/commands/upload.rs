@@ -205,7 +205,9 @@ pub fn upload(cache: &mut Cache, store: &dyn ObjectStore, opts: &Options) -> Res
                     let next = job_rx.lock().expect("job queue poisoned").recv();
                     let Ok(row) = next else { break };
                     if stop.load(Ordering::Relaxed) {
-                        break;
+                        // Drain, so the reader is never left blocked on a
+                        // full queue; it stops at its next page.
+                        continue;
                     }
                     let result = process_media(store, opts, &row);
                     if done_tx.send((row, result)).is_err() {
