@@ -35,7 +35,7 @@ fn main() -> std::process::ExitCode {
     let code = match result {
         Ok(()) => ExitCode::Success,
         Err(err) => {
-            log::error!("{err:#}");
+            report::fatal(&err);
             exit_code_for(&err)
         }
     };

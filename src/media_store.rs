@@ -157,18 +157,28 @@ pub fn local_files(base: &Path, paths: &MediaPaths) -> io::Result<(Vec<LocalFile
     Ok((files, skipped))
 }
 
-/// Whether any file of the media is still on local disk.
+/// Whether any file of the media is still on local disk. Folders do not
+/// count (as in the Python tool); anything else, symlinks included, does,
+/// so an odd entry keeps its media open rather than hiding it.
 pub fn any_local_file(base: &Path, paths: &MediaPaths) -> io::Result<bool> {
     match std::fs::symlink_metadata(base.join(&paths.original)) {
-        Ok(_) => return Ok(true),
+        Ok(meta) if !meta.is_dir() => return Ok(true),
+        Ok(_) => {}
         Err(e) if is_absent(&e) => {}
         Err(e) => return Err(with_path(e, &paths.original)),
     }
-    match std::fs::read_dir(base.join(&paths.thumbnail_dir)) {
-        Ok(mut dir) => Ok(dir.next().is_some()),
-        Err(e) if is_absent(&e) => Ok(false),
-        Err(e) => Err(with_path(e, &paths.thumbnail_dir)),
+    let dir = match std::fs::read_dir(base.join(&paths.thumbnail_dir)) {
+        Ok(dir) => dir,
+        Err(e) if is_absent(&e) => return Ok(false),
+        Err(e) => return Err(with_path(e, &paths.thumbnail_dir)),
+    };
+    for entry in dir {
+        let entry = entry.map_err(|e| with_path(e, &paths.thumbnail_dir))?;
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            return Ok(true);
+        }
     }
+    Ok(false)
 }
 
 /// Remove the folders above `rel` that the deletion left empty, up to but

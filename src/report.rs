@@ -210,6 +210,17 @@ mod tests {
     }
 }
 
+/// The one line a run that could not finish leaves on stderr: `error: ...`
+/// with the whole cause chain (`<3>`-prefixed under journald).
+pub fn fatal(err: &anyhow::Error) {
+    let prio = if std::env::var_os("JOURNAL_STREAM").is_some() { "<3>" } else { "" };
+    let text = format!("{err:#}").replace('\n', " ");
+    match bars() {
+        Some(multi) => multi.suspend(|| eprintln!("{prio}error: {text}")),
+        None => eprintln!("{prio}error: {text}"),
+    }
+}
+
 /// Print one line on stdout without tearing the progress bars.
 pub fn line(text: &str) {
     match bars() {
