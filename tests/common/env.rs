@@ -1,0 +1,58 @@
+//! The services the tests need, as described by `scripts/test-services.sh`.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    /// Directory holding PostgreSQL's unix socket.
+    pub pg_socket: PathBuf,
+    pub pg_port: u16,
+    pub pg_superuser: String,
+    pub pg_superpass: String,
+    /// The server's self-signed certificate (CN=localhost), for `sslrootcert`.
+    pub pg_ca: PathBuf,
+    /// `http://127.0.0.1:PORT` of moto_server.
+    pub s3_endpoint: String,
+    /// The reference tool `s3_media_upload` (synapse-s3-storage-provider 1.7.0).
+    pub python_tool: PathBuf,
+}
+
+const HOW_TO_RUN: &str = "these end-to-end tests need PostgreSQL, moto_server and the Python \
+reference tool started by scripts/test-services.sh: run the whole suite with `scripts/test.sh` \
+(or run `scripts/test-services.sh` and `. target/test-services/env` before `cargo test`)";
+
+fn var(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!("environment variable {name} is not set: {HOW_TO_RUN}"),
+    }
+}
+
+/// The test services; panics (fails the test) with instructions when the
+/// environment was not prepared by `scripts/test.sh`.
+pub fn test_env() -> &'static TestEnv {
+    static ENV: OnceLock<TestEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let env = TestEnv {
+            pg_socket: PathBuf::from(var("MO_TEST_PG_SOCKET")),
+            pg_port: var("MO_TEST_PG_PORT")
+                .parse()
+                .unwrap_or_else(|_| panic!("MO_TEST_PG_PORT is not a port number: {HOW_TO_RUN}")),
+            pg_superuser: var("MO_TEST_PG_SUPERUSER"),
+            pg_superpass: var("MO_TEST_PG_SUPERPASS"),
+            pg_ca: PathBuf::from(var("MO_TEST_PG_CA")),
+            s3_endpoint: var("MO_TEST_S3_ENDPOINT"),
+            python_tool: PathBuf::from(var("MO_TEST_PYTHON_TOOL")),
+        };
+        assert!(
+            env.s3_endpoint.starts_with("http://127.0.0.1:"),
+            "MO_TEST_S3_ENDPOINT must be on 127.0.0.1, got {}",
+            env.s3_endpoint
+        );
+        for p in [&env.pg_socket, &env.pg_ca, &env.python_tool] {
+            assert!(p.exists(), "{} does not exist: {HOW_TO_RUN}", p.display());
+        }
+        env
+    })
+}

@@ -1,0 +1,136 @@
+//! Shortcuts for the runs most tests make, and the checks they share.
+
+use std::path::{Path, PathBuf};
+
+use super::run::{run, run_python, Out};
+use super::s3::S3;
+use super::store::{files_under, Homeserver, Media};
+use super::test_env;
+
+/// Where uploads go: an S3 bucket or a local directory store.
+pub enum Dest<'a> {
+    S3(&'a S3),
+    Dir(PathBuf),
+}
+
+impl Dest<'_> {
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self {
+            Dest::S3(s3) => s3.get(key),
+            Dest::Dir(d) => std::fs::read(d.join(key)).ok(),
+        }
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        match self {
+            Dest::S3(s3) => s3.keys(),
+            Dest::Dir(d) => files_under(d).into_keys().collect(),
+        }
+    }
+}
+
+impl Homeserver {
+    /// media-offload in this homeserver's directory.
+    pub fn mo(&self, args: &[&str]) -> Out {
+        run(args, self.cwd(), &[])
+    }
+
+    pub fn mo_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Out {
+        run(args, self.cwd(), envs)
+    }
+
+    /// The Python tool in this homeserver's directory.
+    pub fn py(&self, args: &[&str]) -> Out {
+        run_python(args, self.cwd(), &[])
+    }
+
+    /// `media-offload --json update-db DURATION`, which must succeed.
+    #[track_caller]
+    pub fn update_db(&self, duration: &str) -> Out {
+        self.mo(&["--json", "update-db", duration]).ok()
+    }
+
+    /// `media-offload --json --no-progress upload MEDIA BUCKET --endpoint-url MOTO EXTRA...`
+    pub fn upload(&self, s3: &S3, extra: &[&str]) -> Out {
+        let media = self.media_arg();
+        let mut args: Vec<&str> =
+            vec!["--json", "--no-progress", "upload", &media, &s3.bucket, "--endpoint-url", &s3.endpoint];
+        args.extend_from_slice(extra);
+        self.mo(&args)
+    }
+
+    /// The same against a local directory store.
+    pub fn upload_dir(&self, dir: &Path, extra: &[&str]) -> Out {
+        let media = self.media_arg();
+        let d = dir.to_string_lossy().into_owned();
+        let mut args: Vec<&str> = vec!["--json", "--no-progress", "upload", &media, &d];
+        args.extend_from_slice(extra);
+        self.mo(&args)
+    }
+
+    /// The Python tool's `upload` to moto.
+    pub fn py_upload(&self, s3: &S3, extra: &[&str]) -> Out {
+        let media = self.media_arg();
+        let ep = &test_env().s3_endpoint;
+        let mut args: Vec<&str> = vec!["--no-progress", "upload", &media, &s3.bucket, "--endpoint-url", ep];
+        args.extend_from_slice(extra);
+        self.py(&args)
+    }
+
+    /// Asserts every file of `m` is gone locally and stored, byte-identical,
+    /// at `prefix + relative path`.
+    #[track_caller]
+    pub fn assert_offloaded(&self, m: &Media, dest: &Dest, prefix: &str) {
+        for rel in m.rel_paths() {
+            assert!(!self.exists(&rel), "{rel} should have been deleted locally");
+            let key = format!("{prefix}{rel}");
+            let got = dest.get(&key).unwrap_or_else(|| panic!("object {key} is missing"));
+            assert!(got == self.content(&rel), "object {key} differs from the original file");
+        }
+    }
+
+    /// Asserts every file of `m` is still local and stored, byte-identical.
+    #[track_caller]
+    pub fn assert_copied(&self, m: &Media, dest: &Dest, prefix: &str) {
+        self.assert_local_intact(m);
+        for rel in m.rel_paths() {
+            let key = format!("{prefix}{rel}");
+            let got = dest.get(&key).unwrap_or_else(|| panic!("object {key} is missing"));
+            assert!(got == self.content(&rel), "object {key} differs from the original file");
+        }
+    }
+
+    /// The safety invariant: every generated file that is no longer on disk
+    /// has a byte-identical object. Returns how many files are gone.
+    #[track_caller]
+    pub fn assert_nothing_lost(&self, dest: &Dest, prefix: &str) -> usize {
+        let mut gone = 0;
+        for (rel, data) in self.generated() {
+            if !self.exists(rel) {
+                gone += 1;
+                let key = format!("{prefix}{rel}");
+                match dest.get(&key) {
+                    Some(obj) if &obj == data => {}
+                    Some(obj) => panic!(
+                        "LOST DATA: {rel} was deleted but its object has {} bytes (file had {})",
+                        obj.len(),
+                        data.len()
+                    ),
+                    None => panic!("LOST DATA: {rel} was deleted but there is no object {key}"),
+                }
+            }
+        }
+        gone
+    }
+}
+
+/// Keys `media` would be stored under.
+pub fn keys_of(media: &[&Media], prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = media
+        .iter()
+        .flat_map(|m| m.rel_paths())
+        .map(|r| format!("{prefix}{r}"))
+        .collect();
+    v.sort();
+    v
+}

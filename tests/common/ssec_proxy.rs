@@ -1,0 +1,393 @@
+//! A small HTTP proxy in front of moto_server that enforces SSE-C the way
+//! S3 does, because moto accepts and then ignores SSE-C headers.
+//!
+//! * An object written (PutObject, or a multipart upload whose
+//!   CreateMultipartUpload carried the key) with an SSE-C key can afterwards
+//!   be read (GET/HEAD) only with the same key: other requests get 400, as on S3.
+//! * UploadPart of such a multipart upload must carry the same key.
+//! * Malformed SSE-C headers (algorithm not AES256, key not 32 bytes, wrong
+//!   key MD5) get 400.
+//! * GET/HEAD of an SSE-C object answer with an ETag that is not the MD5 of
+//!   the content (as on S3), plus the SSE-C response headers.
+//!
+//! It also records every request, so tests can see what was (not) written.
+//! It listens on 127.0.0.1 only and forwards only to the moto endpoint.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Key MD5 (base64) of the SSE-C headers the request carried.
+    pub ssec_md5: Option<String>,
+    pub status: u16,
+}
+
+impl Logged {
+    /// True for requests that write object data (PutObject, UploadPart,
+    /// Create/CompleteMultipartUpload, CopyObject).
+    pub fn is_object_write(&self) -> bool {
+        let has_key = self.path.trim_start_matches('/').contains('/');
+        has_key && (self.method == "PUT" || self.method == "POST")
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// object ("bucket/key") -> SSE-C key MD5 it was stored with.
+    sse: HashMap<String, String>,
+    /// object -> SSE-C key MD5 of a multipart upload in progress.
+    pending: HashMap<String, Option<String>>,
+    log: Vec<Logged>,
+}
+
+pub struct SsecProxy {
+    pub endpoint: String,
+    port: u16,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SsecProxy {
+    /// Starts the proxy in front of `upstream` (`http://127.0.0.1:PORT`).
+    pub fn start(upstream: &str) -> SsecProxy {
+        let upstream = upstream
+            .strip_prefix("http://")
+            .expect("upstream must be http://")
+            .trim_end_matches('/')
+            .to_string();
+        assert!(upstream.starts_with("127.0.0.1:"), "the proxy only forwards to 127.0.0.1");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let state = state.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let state = state.clone();
+                    let upstream = upstream.clone();
+                    std::thread::spawn(move || {
+                        if let Err(e) = handle(conn, &upstream, &state) { eprintln!("proxy: {e}"); }
+                    });
+                }
+            });
+        }
+        SsecProxy { endpoint: format!("http://127.0.0.1:{port}"), port, state, stop }
+    }
+
+    pub fn requests(&self) -> Vec<Logged> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.state.lock().unwrap().log.clear();
+    }
+
+    /// Requests that wrote object data.
+    pub fn object_writes(&self) -> Vec<Logged> {
+        self.requests().into_iter().filter(|l| l.is_object_write()).collect()
+    }
+
+    /// The SSE-C key MD5 an object is stored with, if any.
+    pub fn stored_with(&self, bucket: &str, key: &str) -> Option<String> {
+        self.state.lock().unwrap().sse.get(&format!("{bucket}/{key}")).cloned()
+    }
+}
+
+impl Drop for SsecProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<(String, Vec<(String, String)>)>> {
+    let mut first = String::new();
+    if r.read_line(&mut first)? == 0 {
+        return Ok(None);
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok(Some((first.trim_end_matches(['\r', '\n']).to_string(), headers)))
+}
+
+fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+fn respond_error(mut c: &TcpStream, status: u16, code: &str, msg: &str, head_only: bool) -> std::io::Result<()> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{msg}</Message></Error>"
+    );
+    let reason = if status == 400 { "Bad Request" } else { "Error" };
+    write!(
+        c,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if !head_only {
+        c.write_all(body.as_bytes())?;
+    }
+    c.flush()
+}
+
+/// Copies a chunked body verbatim (framing included).
+fn copy_chunked(r: &mut impl BufRead, w: &mut impl Write) -> std::io::Result<()> {
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        w.write_all(line.as_bytes())?;
+        let size_hex = line.trim().split(';').next().unwrap_or("0");
+        let size = usize::from_str_radix(size_hex.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            // trailers until an empty line
+            loop {
+                let mut t = String::new();
+                if r.read_line(&mut t)? == 0 {
+                    return Ok(());
+                }
+                w.write_all(t.as_bytes())?;
+                if t.trim().is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        std::io::copy(&mut r.by_ref().take(size as u64 + 2), w)?;
+    }
+}
+
+fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let Some((request_line, headers)) = read_head(&mut reader)? else { return Ok(()) };
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("/").to_string();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target.clone(), String::new()),
+    };
+    let qkeys: Vec<String> = query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| kv.split('=').next().unwrap_or("").to_string())
+        .collect();
+    let has_q = |k: &str| qkeys.iter().any(|x| x == k);
+    let decoded = percent_decode(&path);
+    let trimmed = decoded.trim_start_matches('/');
+    let object = match trimmed.split_once('/') {
+        Some((b, k)) if !k.is_empty() => Some(format!("{b}/{k}")),
+        _ => None,
+    };
+    let head_only = method == "HEAD";
+
+    // SSE-C headers
+    let alg = header(&headers, "x-amz-server-side-encryption-customer-algorithm");
+    let key = header(&headers, "x-amz-server-side-encryption-customer-key");
+    let kmd5 = header(&headers, "x-amz-server-side-encryption-customer-key-md5");
+    let ssec: Option<String> = if alg.is_some() || key.is_some() || kmd5.is_some() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let raw = key.and_then(|k| b64.decode(k).ok());
+        let valid = alg == Some("AES256")
+            && raw.as_ref().is_some_and(|r| r.len() == 32)
+            && raw.as_ref().is_some_and(|r| {
+                use md5::Digest;
+                Some(b64.encode(md5::Md5::digest(r)).as_str()) == kmd5
+            });
+        if !valid {
+            log(state, &method, &path, &query, None, 400);
+            return respond_error(
+                &client,
+                400,
+                "InvalidArgument",
+                "The SSE-C headers are incomplete or inconsistent (algorithm must be AES256, key 256 bits, key MD5 must match).",
+                head_only,
+            );
+        }
+        kmd5.map(str::to_string)
+    } else {
+        None
+    };
+
+    // Enforcement before forwarding.
+    if let Some(obj) = &object {
+        let st = state.lock().unwrap();
+        if method == "GET" || method == "HEAD" {
+            if let Some(stored) = st.sse.get(obj) {
+                if ssec.as_deref() != Some(stored.as_str()) {
+                    drop(st);
+                    log(state, &method, &path, &query, ssec.clone(), 400);
+                    return respond_error(
+                        &client,
+                        400,
+                        "InvalidRequest",
+                        "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.",
+                        head_only,
+                    );
+                }
+            }
+        }
+        if method == "PUT" && has_q("partNumber") && has_q("uploadId") {
+            if let Some(Some(stored)) = st.pending.get(obj) {
+                if ssec.as_deref() != Some(stored.as_str()) {
+                    drop(st);
+                    log(state, &method, &path, &query, ssec.clone(), 400);
+                    return respond_error(
+                        &client,
+                        400,
+                        "InvalidRequest",
+                        "The multipart upload was initiated with SSE-C; UploadPart must carry the same key.",
+                        false,
+                    );
+                }
+            }
+        }
+    }
+
+    // Forward the request.
+    let mut up = TcpStream::connect(upstream)?;
+    let mut head = format!("{request_line}\r\n");
+    let mut expect_continue = false;
+    for (k, v) in &headers {
+        let lk = k.to_ascii_lowercase();
+        if lk == "expect" {
+            expect_continue = v.eq_ignore_ascii_case("100-continue");
+            continue;
+        }
+        if lk == "connection" || lk == "keep-alive" || lk == "proxy-connection" {
+            continue;
+        }
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    up.write_all(head.as_bytes())?;
+    if expect_continue {
+        (&client).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+        std::io::copy(&mut (&mut reader).take(len), &mut up)?;
+    } else if header(&headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        copy_chunked(&mut reader, &mut up)?;
+    }
+    up.flush()?;
+
+    // Relay the response.
+    let mut up_reader = BufReader::new(up.try_clone()?);
+    let Some((status_line, resp_headers)) = read_head(&mut up_reader)? else { return Ok(()) };
+    let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let ok = (200..300).contains(&status);
+    // Bookkeeping, before the client sees the response (it may send its
+    // next request as soon as it has).
+    if let (Some(obj), true) = (&object, ok) {
+        let mut st = state.lock().unwrap();
+        match method.as_str() {
+            "PUT" if !(has_q("partNumber") && has_q("uploadId")) && !has_q("tagging") && !has_q("acl") => {
+                match &ssec {
+                    Some(m) => {
+                        st.sse.insert(obj.clone(), m.clone());
+                    }
+                    None => {
+                        st.sse.remove(obj);
+                    }
+                }
+            }
+            "POST" if has_q("uploads") => {
+                st.pending.insert(obj.clone(), ssec.clone());
+            }
+            "POST" if has_q("uploadId") => match st.pending.remove(obj).flatten() {
+                Some(m) => {
+                    st.sse.insert(obj.clone(), m);
+                }
+                None => {
+                    st.sse.remove(obj);
+                }
+            },
+            "DELETE" if !has_q("uploadId") => {
+                st.sse.remove(obj);
+            }
+            _ => {}
+        }
+    }
+    log(state, &method, &path, &query, ssec.clone(), status);
+    let stored_sse = object.as_ref().and_then(|o| state.lock().unwrap().sse.get(o).cloned());
+    let mut out = format!("{status_line}\r\n");
+    for (k, v) in &resp_headers {
+        let lk = k.to_ascii_lowercase();
+        if lk == "connection" || lk == "keep-alive" {
+            continue;
+        }
+        if lk == "etag" && (method == "GET" || method == "HEAD") && stored_sse.is_some() {
+            // On S3 the ETag of an SSE-C object is not the MD5 of its content.
+            use md5::Digest;
+            let fake = hex::encode(md5::Md5::digest(format!("sse-c:{v}").as_bytes()));
+            out.push_str(&format!("{k}: \"{fake}\"\r\n"));
+            continue;
+        }
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let (Some(m), true) = (&stored_sse, method == "GET" || method == "HEAD") {
+        out.push_str("x-amz-server-side-encryption-customer-algorithm: AES256\r\n");
+        out.push_str(&format!("x-amz-server-side-encryption-customer-key-MD5: {m}\r\n"));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let mut cw = client.try_clone()?;
+    cw.write_all(out.as_bytes())?;
+    std::io::copy(&mut up_reader, &mut cw)?;
+    cw.flush()?;
+    let _ = client.shutdown(Shutdown::Both);
+
+    Ok(())
+}
+
+fn log(state: &Mutex<State>, method: &str, path: &str, query: &str, ssec: Option<String>, status: u16) {
+    state.lock().unwrap().log.push(Logged {
+        method: method.to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        ssec_md5: ssec,
+        status,
+    });
+}
