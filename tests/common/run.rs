@@ -88,7 +88,7 @@ impl Out {
         self
     }
 
-    /// Asserts a clean failure as docs/cli-contract.md defines it: the given
+    /// Asserts a clean failure as README.md (exit codes) defines it: the given
     /// exit status, no panic or backtrace, and exactly one line starting with
     /// `error: ` on stderr, which must contain every `needle`
     /// (case-insensitive). Returns that line.
