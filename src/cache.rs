@@ -182,16 +182,19 @@ impl Cache {
         Ok(rows)
     }
 
-    /// Set `known_deleted` for many rows in one transaction.
-    pub fn set_deleted(&mut self, changes: &[(i64, bool)]) -> Result<()> {
+    /// Set `known_deleted` for many rows (by origin and media id, as the
+    /// Python tool does: rowids are not stable across a VACUUM) in one
+    /// transaction.
+    pub fn set_deleted(&mut self, changes: &[(String, String, bool)]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached("UPDATE media SET known_deleted = ?2 WHERE rowid = ?1")?;
-            for (rowid, deleted) in changes {
-                stmt.execute(params![rowid, deleted])?;
+            let mut stmt =
+                tx.prepare_cached("UPDATE media SET known_deleted = ?3 WHERE origin = ?1 AND media_id = ?2")?;
+            for (origin, media_id, deleted) in changes {
+                stmt.execute(params![origin, media_id, deleted])?;
             }
         }
         tx.commit().with_context(|| format!("could not write to {}", self.path.display()))
@@ -234,7 +237,8 @@ mod tests {
             seen += page.len();
         }
         assert_eq!(seen, 25);
-        cache.set_deleted(&[(1, true), (2, true)]).unwrap();
+        let gone = |id: &str| (String::new(), id.to_owned(), true);
+        cache.set_deleted(&[gone("media0000"), gone("media0001")]).unwrap();
         assert_eq!(cache.count(Rows::NotDeleted).unwrap(), 23);
         assert_eq!(cache.known_deleted("", "media0000").unwrap(), Some(true));
     }

@@ -120,11 +120,20 @@ impl fmt::Display for Skipped {
 pub fn local_files(base: &Path, paths: &MediaPaths) -> io::Result<(Vec<LocalFile>, Vec<Skipped>)> {
     let mut files = Vec::new();
     let mut skipped = Vec::new();
-    match std::fs::symlink_metadata(base.join(&paths.original)) {
-        Ok(meta) if meta.is_file() => files.push(LocalFile { rel: paths.original.clone(), size: meta.len() }),
-        Ok(_) => skipped.push(Skipped { rel: paths.original.clone(), why: "not a regular file".into() }),
-        Err(e) if is_absent(&e) => {}
-        Err(e) => return Err(with_path(e, &paths.original)),
+    let original_dir = parent_of(&paths.original);
+    if let Some(link) = symlinked_folder(base, original_dir)? {
+        skipped.push(Skipped { rel: link, why: "is a symlink; not followed".into() });
+    } else {
+        match std::fs::symlink_metadata(base.join(&paths.original)) {
+            Ok(meta) if meta.is_file() => files.push(LocalFile { rel: paths.original.clone(), size: meta.len() }),
+            Ok(_) => skipped.push(Skipped { rel: paths.original.clone(), why: "not a regular file".into() }),
+            Err(e) if is_absent(&e) => {}
+            Err(e) => return Err(with_path(e, &paths.original)),
+        }
+    }
+    if let Some(link) = symlinked_folder(base, &paths.thumbnail_dir)? {
+        skipped.push(Skipped { rel: link, why: "is a symlink; not followed".into() });
+        return Ok((files, skipped));
     }
     let dir = match std::fs::read_dir(base.join(&paths.thumbnail_dir)) {
         Ok(dir) => dir,
@@ -137,7 +146,7 @@ pub fn local_files(base: &Path, paths: &MediaPaths) -> io::Result<(Vec<LocalFile
         let Some(name) = name.to_str().filter(|n| check_component(n).is_ok()) else {
             skipped.push(Skipped {
                 rel: format!("{}/{}", paths.thumbnail_dir, name.to_string_lossy()),
-                why: "file name is not valid UTF-8".into(),
+                why: "file name is not valid UTF-8 or not a plain name".into(),
             });
             continue;
         };
@@ -149,6 +158,10 @@ pub fn local_files(base: &Path, paths: &MediaPaths) -> io::Result<(Vec<LocalFile
         };
         if meta.is_file() {
             files.push(LocalFile { rel, size: meta.len() });
+        } else if meta.is_dir() {
+            // Not Synapse's; not a file of this media either (as in the
+            // Python tool), so it neither blocks nor counts.
+            log::debug!("{rel}: a folder inside a thumbnail folder; ignored");
         } else {
             skipped.push(Skipped { rel, why: "not a regular file".into() });
         }
@@ -157,13 +170,18 @@ pub fn local_files(base: &Path, paths: &MediaPaths) -> io::Result<(Vec<LocalFile
     Ok((files, skipped))
 }
 
-/// Whether any file of the media is still on local disk. Folders do not
-/// count (as in the Python tool); anything else, symlinks included, does,
-/// so an odd entry keeps its media open rather than hiding it.
+/// Whether anything of the media is still on local disk, by the same rule
+/// `upload` lists files with: an original of any kind, or an entry other than
+/// a folder in the thumbnail folder. Symlinked folders count as present, so
+/// their media stay open (and reported by `upload`) instead of being hidden.
 pub fn any_local_file(base: &Path, paths: &MediaPaths) -> io::Result<bool> {
+    if symlinked_folder(base, parent_of(&paths.original))?.is_some()
+        || symlinked_folder(base, &paths.thumbnail_dir)?.is_some()
+    {
+        return Ok(true);
+    }
     match std::fs::symlink_metadata(base.join(&paths.original)) {
-        Ok(meta) if !meta.is_dir() => return Ok(true),
-        Ok(_) => {}
+        Ok(_) => return Ok(true),
         Err(e) if is_absent(&e) => {}
         Err(e) => return Err(with_path(e, &paths.original)),
     }
@@ -213,6 +231,29 @@ pub fn check_base_path(base: &Path, has_rows: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn parent_of(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The first folder below the top-level one, on the way to `rel_dir`, that
+/// is a symlink. Top-level folders may be symlinks (admins split disks that
+/// way); below them Synapse only makes real folders, and following a link
+/// there could upload and delete files outside the store.
+pub fn symlinked_folder(base: &Path, rel_dir: &str) -> io::Result<Option<String>> {
+    let mut end = rel_dir.find('/').unwrap_or(rel_dir.len());
+    while end < rel_dir.len() {
+        end = rel_dir[end + 1..].find('/').map_or(rel_dir.len(), |i| end + 1 + i);
+        let prefix = &rel_dir[..end];
+        match std::fs::symlink_metadata(base.join(prefix)) {
+            Ok(meta) if meta.file_type().is_symlink() => return Ok(Some(prefix.to_owned())),
+            Ok(_) => {}
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(with_path(e, prefix)),
+        }
+    }
+    Ok(None)
 }
 
 fn is_absent(e: &io::Error) -> bool {
@@ -278,6 +319,27 @@ mod tests {
         prune_empty_dirs(base, "local_content/ab/zz/efgh");
         assert!(!base.join("local_content/ab").exists());
         assert!(base.join("local_content").is_dir(), "top-level folder kept");
+    }
+
+    #[test]
+    fn symlinked_folders_below_the_top_level_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("efgh"), b"not ours").unwrap();
+        std::fs::create_dir_all(base.join("local_content/ab")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), base.join("local_content/ab/cd")).unwrap();
+        let p = MediaPaths::new("", "abcdefgh", "abcdefgh", MediaKind::Local).unwrap();
+        assert_eq!(symlinked_folder(base, "local_content/ab/cd").unwrap().as_deref(), Some("local_content/ab/cd"));
+        let (files, skipped) = local_files(base, &p).unwrap();
+        assert!(files.is_empty());
+        assert_eq!(skipped.len(), 1);
+        assert!(any_local_file(base, &p).unwrap(), "kept open, not marked deleted");
+        // A symlinked top-level folder is fine.
+        let real = tempfile::tempdir().unwrap();
+        std::fs::remove_dir_all(base.join("local_content")).unwrap();
+        std::os::unix::fs::symlink(real.path(), base.join("local_content")).unwrap();
+        assert_eq!(symlinked_folder(base, "local_content/ab/cd").unwrap(), None);
     }
 
     #[test]

@@ -221,10 +221,12 @@ pub fn fatal(err: &anyhow::Error) {
     }
 }
 
-/// Print one line on stdout without tearing the progress bars.
-pub fn line(text: &str) {
+/// Print one line on stdout (stderr when stdout is reserved for `--json`)
+/// without tearing the progress bars.
+pub fn line(to_stderr: bool, text: &str) {
+    let print = || if to_stderr { eprintln!("{text}") } else { println!("{text}") };
     match bars() {
-        Some(multi) => multi.suspend(|| println!("{text}")),
-        None => println!("{text}"),
+        Some(multi) => multi.suspend(print),
+        None => print(),
     }
 }

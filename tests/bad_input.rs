@@ -291,6 +291,7 @@ fn upload_delete_refuses_rows_escaping_the_media_store_and_touches_nothing_of_th
 fn directory_store_upload_refuses_escaping_rows_too() {
     let ev = evil_scene();
     let archive = ev.hs.cwd().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
     let out = ev.hs.upload_dir(&archive, &["--delete"]);
     out.no_panic();
     assert_eq!(out.code(), 3, "{}", out.describe());

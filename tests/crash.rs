@@ -82,6 +82,7 @@ fn kill_9_during_s3_upload_delete_never_loses_a_file_and_a_rerun_completes() {
 fn kill_9_during_directory_store_upload_delete_never_loses_a_file_and_a_rerun_completes() {
     let hs = big_store();
     let archive = hs.cwd().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
     let a = archive.to_string_lossy().into_owned();
     kill_repeatedly_then_finish(&hs, &a, &[], &Dest::Dir(archive.clone()));
 }

@@ -88,6 +88,7 @@ fn directory_store_overwrites_a_wrong_file_and_keeps_an_identical_one_untouched(
     let same = hs.add(Media::local(&hs.new_id()).size(3000));
     hs.update_db("30d");
     let archive = hs.cwd().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
     let put = |rel: &str, data: &[u8]| {
         let p = archive.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -142,9 +143,45 @@ fn dry_run_changes_no_file_no_object_and_no_cache_row() {
 
     // a dry run into a directory store creates nothing there either
     let archive = hs.cwd().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
     hs.upload_dir(&archive, &["--delete", "--dry-run"]).ok();
     assert!(files_under(&archive).is_empty());
     assert!(hs.local_files() == files);
+}
+
+// ------------------------------------------------- store mix-ups -------
+
+#[test]
+fn a_bucket_spelled_as_a_url_or_with_a_path_is_refused_and_nothing_moves() {
+    let (hs, m) = one_media(1000);
+    let cache = cache_dump(&hs.cache_db());
+    let media = hs.media_arg();
+    for bucket in ["s3://my-bucket", "my-bucket/media"] {
+        let line = hs.mo(&["upload", &media, bucket, "--delete"]).clean_error(1, &[bucket]);
+        assert!(line.contains("--prefix") || line.contains("--endpoint-url"), "{line}");
+        hs.assert_local_intact(&m);
+        assert_eq!(cache_dump(&hs.cache_db()), cache);
+        assert!(!hs.cwd().join("s3:").exists() && !hs.cwd().join("my-bucket").exists(), "no folder was created");
+    }
+}
+
+#[test]
+fn a_directory_store_that_does_not_exist_is_refused() {
+    let (hs, m) = one_media(1000);
+    let missing = hs.cwd().join("no-such-archive");
+    let out = hs.upload_dir(&missing, &["--delete"]);
+    out.clean_error(1, &["no-such-archive"]);
+    assert!(!missing.exists());
+    hs.assert_local_intact(&m);
+}
+
+#[test]
+fn a_directory_store_that_is_the_media_store_itself_is_refused() {
+    let (hs, m) = one_media(1000);
+    let media = std::path::PathBuf::from(hs.media_arg());
+    let out = hs.upload_dir(&media, &["--delete"]);
+    out.clean_error(1, &["media store itself"]);
+    hs.assert_local_intact(&m);
 }
 
 // ------------------------------------------------------------- failures ---

@@ -374,6 +374,7 @@ fn sse_c_rerun_recognises_its_objects_without_uploading_again() {
 fn bucket_with_a_slash_selects_a_local_directory_store() {
     let sc = scene();
     let archive = sc.hs.cwd().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
     let out = sc.hs.upload_dir(&archive, &["--delete"]).ok();
     let dest = Dest::Dir(archive.clone());
     for m in &sc.selected {
@@ -389,6 +390,7 @@ fn directory_store_accepts_relative_and_file_url_forms_and_a_prefix() {
     for form in ["relative", "file-url"] {
         let sc = scene();
         let archive = sc.hs.cwd().join("arch");
+        std::fs::create_dir_all(&archive).unwrap();
         let bucket = match form {
             "relative" => "./arch".to_string(),
             _ => format!("file://{}", archive.display()),
@@ -408,6 +410,7 @@ fn directory_store_accepts_relative_and_file_url_forms_and_a_prefix() {
 fn directory_store_rerun_changes_nothing() {
     let sc = scene();
     let archive = sc.hs.cwd().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
     sc.hs.upload_dir(&archive, &["--delete"]).ok();
     let before = files_under(&archive);
     let cache_before = cache_dump(&sc.hs.cache_db());

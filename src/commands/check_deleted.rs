@@ -107,7 +107,7 @@ pub fn check(cache: &mut Cache, base: &Path) -> Result<Checked> {
                         log::info!("files of {}{} are back on disk; it will be offloaded again", row.origin, row.media_id);
                         result.reopened += 1;
                     }
-                    updates.push((row.rowid, deleted));
+                    updates.push((row.origin.clone(), row.media_id.clone(), deleted));
                 }
                 Change::Failed => result.failed += 1,
             }

@@ -81,8 +81,9 @@ pub fn run(ctx: &Context, dir: &Path, count: u32) -> Result<()> {
     for line in checked.lines() {
         println!("{line}");
     }
-    let store = LocalStore::new(&dir.join("object-store"))?;
-    let options = upload::Options { base: media.clone(), prefix: String::new(), delete: true, dry_run: false, concurrency: 8 };
+    std::fs::create_dir_all(dir.join("object-store"))?;
+    let store = LocalStore::open(&dir.join("object-store"))?;
+    let options = upload::Options { base: media.clone(), prefix: String::new(), delete: true, dry_run: false, concurrency: 8, json: ctx.json };
     let totals = upload::upload(&mut cache, &store, &options)?;
     upload::print_summary(ctx.json, &totals, false);
     println!(

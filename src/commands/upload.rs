@@ -39,6 +39,8 @@ pub struct Options {
     pub delete: bool,
     pub dry_run: bool,
     pub concurrency: usize,
+    /// stdout carries one JSON summary: the dry-run listing goes to stderr.
+    pub json: bool,
 }
 
 /// Counters of a run, as the Python tool reports them plus ours.
@@ -79,6 +81,7 @@ pub fn run(ctx: &Context, args: &UploadArgs) -> Result<()> {
         delete: args.delete,
         dry_run: args.dry_run,
         concurrency: args.concurrency.into(),
+        json: ctx.json,
     };
     log::info!("uploading to {}", store.describe());
     let totals = upload(&mut cache, store.as_ref(), &options)?;
@@ -122,17 +125,61 @@ pub fn print_summary(json: bool, t: &Totals, dry_run: bool) {
     );
 }
 
-/// The store a BUCKET argument names: a directory if it contains `/`,
-/// otherwise an S3 bucket.
+/// Where a BUCKET argument points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    Directory(&'a Path),
+    Bucket(&'a str),
+}
+
+/// A directory is spelled unmistakably (`/...`, `./...`, `../...`,
+/// `file:///...`); anything else with a `/` or a scheme is a mistake that
+/// must not silently become a folder on the local disk.
+pub fn parse_target(bucket: &str) -> Result<Target<'_>> {
+    const HINT: &str = "a local directory store starts with /, ./, ../ or file://";
+    if let Some(path) = bucket.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            bail!("BUCKET {bucket:?}: a file:// store needs an absolute path, e.g. file:///srv/media-archive");
+        }
+        return Ok(Target::Directory(Path::new(path)));
+    }
+    if bucket.starts_with('/') || bucket.starts_with("./") || bucket.starts_with("../") {
+        return Ok(Target::Directory(Path::new(bucket)));
+    }
+    if bucket.contains("://") {
+        bail!("BUCKET {bucket:?}: give the bucket name alone, and the service with --endpoint-url ({HINT})");
+    }
+    if bucket.contains('/') {
+        bail!("BUCKET {bucket:?} contains '/': give the bucket name alone and the rest with --prefix ({HINT})");
+    }
+    if bucket.is_empty() {
+        bail!("BUCKET is empty");
+    }
+    Ok(Target::Bucket(bucket))
+}
+
+/// The store a BUCKET argument names.
 pub fn build_store(args: &UploadArgs) -> Result<Box<dyn ObjectStore>> {
-    if args.bucket.contains('/') {
-        let dir = args.bucket.strip_prefix("file://").unwrap_or(&args.bucket);
+    if let Target::Directory(dir) = parse_target(&args.bucket)? {
         if args.endpoint_url.is_some() {
             bail!("--endpoint-url is for S3; {:?} is a local directory store", args.bucket);
         }
-        return Ok(Box::new(LocalStore::new(Path::new(dir))?));
+        let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        if same(dir, &args.base_path) {
+            bail!("the store directory {} is the media store itself", dir.display());
+        }
+        return Ok(Box::new(LocalStore::open(dir)?));
     }
-    let sse = sse_key(args)?.map(|raw| SseCustomerKey::new(raw.as_bytes(), &args.sse_customer_algo));
+    let algorithm = if args.sse_customer_algo.is_empty() { "AES256" } else { &args.sse_customer_algo };
+    let sse = match sse_key(args)? {
+        Some(raw) => {
+            if algorithm == "AES256" && raw.len() != 32 {
+                bail!("the SSE-C key must be 32 bytes for AES256, this one has {} (the key itself is not shown)", raw.len());
+            }
+            Some(SseCustomerKey::new(raw.as_bytes(), algorithm))
+        }
+        None => None,
+    };
     Ok(Box::new(S3Store::new(S3Options {
         bucket: args.bucket.clone(),
         endpoint_url: args.endpoint_url.clone(),
@@ -142,7 +189,7 @@ pub fn build_store(args: &UploadArgs) -> Result<Box<dyn ObjectStore>> {
 }
 
 fn sse_key(args: &UploadArgs) -> Result<Option<String>> {
-    if let Some(key) = &args.sse_customer_key {
+    if let Some(key) = args.sse_customer_key.as_ref().filter(|k| !k.is_empty()) {
         log::warn!("--sse-customer-key shows the key in the process list; prefer --sse-customer-key-file or {SSE_KEY_ENV}");
         return Ok(Some(key.clone()));
     }
@@ -211,16 +258,17 @@ pub fn upload(cache: &mut Cache, store: &dyn ObjectStore, opts: &Options) -> Res
                     }
                     let result = process_media(store, opts, &row);
                     if done_tx.send((row, result)).is_err() {
-                        break;
+                        // The collector is gone: stop, and keep draining.
+                        stop.store(true, Ordering::Relaxed);
                     }
                 }
             });
         }
         drop(done_tx);
 
-        let mut pending: Vec<(i64, bool)> = Vec::new();
+        let mut pending: Vec<(String, String, bool)> = Vec::new();
         let mut last_flush = Instant::now();
-        let mut record = |pending: &mut Vec<(i64, bool)>| -> Result<()> {
+        let mut record = |pending: &mut Vec<(String, String, bool)>| -> Result<()> {
             if !opts.dry_run {
                 cache.set_deleted(pending)?;
             }
@@ -238,7 +286,7 @@ pub fn upload(cache: &mut Cache, store: &dyn ObjectStore, opts: &Options) -> Res
             totals.uploaded_media += u64::from(r.uploaded_files > 0);
             totals.deleted_media += u64::from(r.deleted_files > 0);
             if r.gone {
-                pending.push((row.rowid, true));
+                pending.push((row.origin, row.media_id, true));
             }
             if pending.len() >= 512 || last_flush.elapsed() >= FLUSH_EVERY {
                 if let Err(e) = record(&mut pending) {
@@ -287,7 +335,12 @@ fn process_media(store: &dyn ObjectStore, opts: &Options, row: &CacheRow) -> Med
     for file in &files {
         process_file(store, opts, file, &mut result);
     }
-    result.gone = skipped.is_empty() && result.deleted_files == files.len() as u64 && !opts.dry_run;
+    // Look again rather than trust the listing: Synapse may have written a
+    // new thumbnail meanwhile.
+    result.gone = !opts.dry_run
+        && skipped.is_empty()
+        && result.deleted_files == files.len() as u64
+        && media_store::any_local_file(&opts.base, &paths).is_ok_and(|present| !present);
     result
 }
 
@@ -327,7 +380,7 @@ fn process_file(store: &dyn ObjectStore, opts: &Options, file: &LocalFile, resul
             verdict
         }
         None if opts.dry_run => {
-            report::line(&format!("would upload {} ({})", key, naturalsize(digest.size)));
+            report::line(opts.json, &format!("would upload {} ({})", key, naturalsize(digest.size)));
             result.uploaded_files += 1;
             result.uploaded_bytes += digest.size;
             Verdict::SameContent
@@ -359,13 +412,18 @@ fn process_file(store: &dyn ObjectStore, opts: &Options, file: &LocalFile, resul
         return;
     }
     if opts.dry_run {
-        report::line(&format!("would delete {}", file.rel));
+        report::line(opts.json, &format!("would delete {}", file.rel));
         result.deleted_files += 1;
         result.deleted_bytes += digest.size;
         return;
     }
     if !digest.unchanged(&path) {
         log::warn!("{}: changed while being offloaded; kept for the next run", file.rel);
+        return;
+    }
+    if store.is_same_file(&key, &path) {
+        log::error!("{key}: the stored object is the local file itself (store and media store overlap); kept");
+        result.failed_files += 1;
         return;
     }
     match std::fs::remove_file(&path) {
@@ -378,6 +436,22 @@ fn process_file(store: &dyn ObjectStore, opts: &Options, file: &LocalFile, resul
         Err(e) => {
             log::error!("deleting {}: {e}", path.display());
             result.failed_files += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_arguments() {
+        assert_eq!(parse_target("my-bucket").unwrap(), Target::Bucket("my-bucket"));
+        assert_eq!(parse_target("/srv/a").unwrap(), Target::Directory(Path::new("/srv/a")));
+        assert_eq!(parse_target("./a").unwrap(), Target::Directory(Path::new("./a")));
+        assert_eq!(parse_target("file:///srv/a").unwrap(), Target::Directory(Path::new("/srv/a")));
+        for bad in ["s3://my-bucket", "my-bucket/media", "file://relative", "https://x/y", ""] {
+            assert!(parse_target(bad).is_err(), "{bad:?}");
         }
     }
 }

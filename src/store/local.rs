@@ -15,10 +15,14 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
-    pub fn new(root: &Path) -> anyhow::Result<Self> {
-        fs::create_dir_all(root)
-            .map_err(|e| anyhow::anyhow!("could not create store directory {}: {e}", root.display()))?;
-        Ok(Self { root: root.to_owned() })
+    /// An existing directory: a mistyped path must not become a new folder
+    /// that the media then moves into.
+    pub fn open(root: &Path) -> anyhow::Result<Self> {
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => Ok(Self { root: root.to_owned() }),
+            Ok(_) => anyhow::bail!("store directory {} is not a directory", root.display()),
+            Err(e) => anyhow::bail!("store directory {}: {e} (create it first)", root.display()),
+        }
     }
 
     /// Validate every component of a key (the prefix comes from the user).
@@ -52,13 +56,24 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    fn is_same_file(&self, key: &str, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(target) = self.path_of(key) else { return false };
+        match (fs::metadata(target), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+
     fn put(&self, key: &str, source: &Path, _digest: &FileDigest) -> Result<ObjectInfo, StoreError> {
         let target = self.path_of(key)?;
         let dir = target.parent().expect("a key has a parent under the root");
         let io = |what: &str, e: std::io::Error| StoreError(format!("{what} {}: {e}", target.display()));
         fs::create_dir_all(dir).map_err(|e| io("creating the folder of", e))?;
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.media-offload-{}.tmp", std::process::id()));
+        // One name per key: the run lock allows one writer, and a file left
+        // by a killed run is simply overwritten by the next.
+        let tmp = dir.join(format!(".{name}.media-offload.tmp"));
         let result = (|| -> Result<(), StoreError> {
             let mut from = fs::File::open(source).map_err(|e| io("reading the source of", e))?;
             let mut to = fs::File::create(&tmp).map_err(|e| io("creating", e))?;

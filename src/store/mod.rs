@@ -34,6 +34,12 @@ pub trait ObjectStore: Send + Sync {
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
     /// Store the file at `key` and return what the store now holds there.
     fn put(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<ObjectInfo, StoreError>;
+    /// Whether the object at `key` is the local file at `path` itself (a
+    /// directory store overlapping the media store). Deleting it then would
+    /// delete the only copy.
+    fn is_same_file(&self, _key: &str, _path: &Path) -> bool {
+        false
+    }
     /// Part size if a file of `size` bytes goes up in parts.
     fn part_size(&self, _size: u64) -> Option<u64> {
         None

@@ -101,13 +101,53 @@ impl S3Store {
         if let Some(url) = &options.endpoint_url {
             config = config.endpoint_url(url).force_path_style(true);
         }
-        Ok(Self { runtime, client: Client::from_conf(config.build()), options })
+        let mut store = Self { runtime, client: Client::from_conf(config.build()), options };
+        store.preflight()?;
+        Ok(store)
+    }
+
+    /// One `HeadBucket` before any file: follow a redirect to the bucket's
+    /// region (as boto3 does), and stop with one clear error when the bucket
+    /// or the service cannot be reached, rather than one error per file.
+    fn preflight(&mut self) -> anyhow::Result<()> {
+        let bucket = self.options.bucket.clone();
+        let result = self.runtime.block_on(self.client.head_bucket().bucket(&bucket).send());
+        let Err(err) = result else { return Ok(()) };
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let region = err
+            .raw_response()
+            .and_then(|r| r.headers().get("x-amz-bucket-region"))
+            .map(str::to_owned);
+        let current = self.client.config().region().map(|r| r.to_string());
+        match (status, region) {
+            (Some(301 | 307 | 400), Some(region)) if Some(&region) != current.as_ref() => {
+                log::info!("bucket {bucket} is in region {region}; using it");
+                let config = self.client.config().to_builder().region(Region::new(region)).build();
+                self.client = Client::from_conf(config);
+                Ok(())
+            }
+            (Some(404), _) => anyhow::bail!("bucket {bucket:?} does not exist at {}", self.describe()),
+            (Some(403), _) => {
+                // Some policies allow object calls but not HeadBucket (or
+                // the credentials are wrong: the object calls will say so).
+                log::warn!("HeadBucket on {bucket} was refused (403); going on with the object calls");
+                Ok(())
+            }
+            _ => anyhow::bail!("could not reach {}: {}", self.describe(), DisplayErrorContext(&err)),
+        }
     }
 
     fn storage_class(&self) -> StorageClass {
         StorageClass::from(self.options.storage_class.as_str())
     }
 
+    /// Whether an ETag from this store is the MD5 of the (part's) content:
+    /// only without SSE-C, and with no server-side encryption or SSE-S3.
+    fn etag_is_md5(&self, sse: Option<&ServerSideEncryption>) -> bool {
+        self.options.sse.is_none() && matches!(sse, None | Some(ServerSideEncryption::Aes256))
+    }
+
+    /// Upload in one PUT; returns the content MD5 the server's ETag proves, if it can.
     async fn put_single(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<Option<[u8; 16]>, StoreError> {
         let body = ByteStream::read_from()
             .path(path)
@@ -134,14 +174,12 @@ impl S3Store {
             .map_err(|e| sdk_error("PUT", key, e))?;
         // A plain single-part upload's ETag is the content MD5: the server
         // itself confirms which bytes it stored.
-        Ok(if sse.is_none() && out.server_side_encryption() != Some(&ServerSideEncryption::AwsKms) {
-            out.e_tag().and_then(parse_md5)
-        } else {
-            None
-        })
+        Ok(if self.etag_is_md5(out.server_side_encryption()) { out.e_tag().and_then(parse_md5) } else { None })
     }
 
-    async fn put_multipart(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<(), StoreError> {
+    /// Upload in parts; returns the content MD5 if every part's ETag proves
+    /// its part's MD5.
+    async fn put_multipart(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<Option<[u8; 16]>, StoreError> {
         let sse = self.options.sse.as_ref();
         let created = self
             .client
@@ -161,7 +199,7 @@ impl S3Store {
             .ok_or_else(|| StoreError(format!("CreateMultipartUpload {key}: no upload id in the answer")))?
             .to_owned();
         let result = self.upload_parts(key, path, digest, &upload_id).await;
-        let parts = match result {
+        let (parts, proven) = match result {
             Ok(parts) => parts,
             Err(e) => {
                 // Best effort: leave no billable parts behind.
@@ -188,7 +226,7 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| sdk_error("CompleteMultipartUpload", key, e))?;
-        Ok(())
+        Ok(proven.then_some(digest.md5))
     }
 
     async fn upload_parts(
@@ -197,7 +235,7 @@ impl S3Store {
         path: &Path,
         digest: &FileDigest,
         upload_id: &str,
-    ) -> Result<Vec<CompletedPart>, StoreError> {
+    ) -> Result<(Vec<CompletedPart>, bool), StoreError> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut parts = Vec::with_capacity(digest.part_md5s.len());
         for (index, part_md5) in digest.part_md5s.iter().enumerate() {
@@ -218,7 +256,7 @@ impl S3Store {
                 .set_sse_customer_algorithm(self.options.sse.as_ref().map(|s| s.algorithm.clone()))
                 .set_sse_customer_key(self.options.sse.as_ref().map(|s| s.key_b64.clone()))
                 .set_sse_customer_key_md5(self.options.sse.as_ref().map(|s| s.key_md5_b64.clone()));
-            let (path, key) = (path.to_owned(), key.to_owned());
+            let (path, key, part_md5) = (path.to_owned(), key.to_owned(), *part_md5);
             tasks.spawn(async move {
                 let body = ByteStream::read_from()
                     .path(&path)
@@ -228,19 +266,37 @@ impl S3Store {
                     .await
                     .map_err(|e| StoreError(format!("reading {}: {e}", path.display())))?;
                 let out = request.body(body).send().await.map_err(|e| sdk_error("UploadPart", &key, e))?;
-                Ok::<_, StoreError>(
-                    CompletedPart::builder()
-                        .part_number(index as i32 + 1)
-                        .set_e_tag(out.e_tag().map(str::to_owned))
-                        .build(),
-                )
+                let etag_md5 = out.e_tag().and_then(parse_md5);
+                let sse = out.server_side_encryption().cloned();
+                let part = CompletedPart::builder()
+                    .part_number(index as i32 + 1)
+                    .set_e_tag(out.e_tag().map(str::to_owned))
+                    .build();
+                Ok::<_, StoreError>((part, etag_md5, sse, part_md5))
             });
         }
         while let Some(done) = tasks.join_next().await {
             parts.push(done.map_err(|e| StoreError(format!("UploadPart {key}: {e}")))??);
         }
-        parts.sort_by_key(|p| p.part_number());
-        Ok(parts)
+        parts.sort_by_key(|(p, ..)| p.part_number());
+        let mut proven = true;
+        for (part, etag_md5, sse, part_md5) in &parts {
+            if !self.etag_is_md5(sse.as_ref()) {
+                proven = false;
+            } else if let Some(etag_md5) = etag_md5 {
+                if etag_md5 != part_md5 {
+                    return Err(StoreError(format!(
+                        "UploadPart {key}: part {} was stored with MD5 {}, sent {}",
+                        part.part_number().unwrap_or(0),
+                        hex::encode(etag_md5),
+                        hex::encode(part_md5)
+                    )));
+                }
+            } else {
+                proven = false;
+            }
+        }
+        Ok((parts.into_iter().map(|(p, ..)| p).collect(), proven))
     }
 }
 
@@ -285,25 +341,29 @@ impl ObjectStore for S3Store {
         };
         let stored = out.metadata().and_then(|m| m.get(MD5_METADATA)).and_then(|v| parse_md5(v));
         // Without our checksum, trust the ETag only where it is the content
-        // MD5: a single-part upload that is neither SSE-C nor SSE-KMS.
+        // MD5: a single-part upload without SSE-C or KMS encryption.
         let etag = out
             .e_tag()
             .filter(|_| out.sse_customer_algorithm().is_none())
-            .filter(|_| out.server_side_encryption() != Some(&ServerSideEncryption::AwsKms))
+            .filter(|_| self.etag_is_md5(out.server_side_encryption()))
             .and_then(parse_md5);
         Ok(Some(ObjectInfo { size: out.content_length().unwrap_or(0).max(0) as u64, md5: stored.or(etag) }))
     }
 
     fn put(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<ObjectInfo, StoreError> {
-        if digest.part_md5s.is_empty() {
-            if let Some(etag_md5) = self.runtime.block_on(self.put_single(key, path, digest))? {
-                return Ok(ObjectInfo { size: digest.size, md5: Some(etag_md5) });
-            }
+        let proven = if digest.part_md5s.is_empty() {
+            self.runtime.block_on(self.put_single(key, path, digest))?
         } else {
-            self.runtime.block_on(self.put_multipart(key, path, digest))?;
+            self.runtime.block_on(self.put_multipart(key, path, digest))?
+        };
+        if let Some(md5) = proven {
+            return Ok(ObjectInfo { size: digest.size, md5: Some(md5) });
         }
-        // The answer did not prove the content: ask the store.
-        self.head(key)?.ok_or_else(|| StoreError(format!("{key}: object missing right after upload")))
+        // The answers did not prove the content (SSE-C, KMS): ask the store
+        // for the size. Its `md5` metadata is what we just sent, so it proves
+        // nothing here; the server checked Content-MD5 on receipt.
+        let info = self.head(key)?.ok_or_else(|| StoreError(format!("{key}: object missing right after upload")))?;
+        Ok(ObjectInfo { size: info.size, md5: None })
     }
 
     fn part_size(&self, size: u64) -> Option<u64> {
