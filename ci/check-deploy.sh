@@ -21,6 +21,9 @@ ROOT=$(pwd)
 VENV="$ROOT/.deploy-venv"
 REQS="$ROOT/ci/deploy-requirements.txt"
 BINARY=${1:-${MEDIA_OFFLOAD_BINARY:-$ROOT/target/release/media-offload}}
+# A relative path is taken from the repository root, not from the role
+# folder that molecule later resolves it in.
+case "$BINARY" in /*) ;; *) BINARY="$PWD/$BINARY" ;; esac
 MAX_EXPOSURE=2.0
 SCHEDULE='*-*-* 05:00:00'
 
