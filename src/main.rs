@@ -8,6 +8,15 @@ use media_offload::commands::{self, Context};
 use media_offload::error::{ExitCode, exit_code_for};
 use media_offload::report;
 
+/// Generated text to stdout; a closed pipe is the reader's choice, not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let bars = !cli.no_progress && std::io::stderr().is_terminal();
@@ -25,12 +34,14 @@ fn main() -> std::process::ExitCode {
         Command::Upload(a) => commands::upload::run(&ctx, a),
         Command::Demo(a) => commands::demo::run(&ctx, &a.dir, a.files),
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "media-offload", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "media-offload", &mut script);
+            write_stdout(&script)
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .map_err(Into::into),
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page).map_err(Into::into).and_then(|()| write_stdout(&page))
+        }
     };
     let code = match result {
         Ok(()) => ExitCode::Success,

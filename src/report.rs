@@ -216,15 +216,31 @@ pub fn fatal(err: &anyhow::Error) {
     let prio = if std::env::var_os("JOURNAL_STREAM").is_some() { "<3>" } else { "" };
     let text = format!("{err:#}").replace('\n', " ");
     match bars() {
-        Some(multi) => multi.suspend(|| eprintln!("{prio}error: {text}")),
-        None => eprintln!("{prio}error: {text}"),
+        Some(multi) => multi.suspend(|| {
+            let _ = writeln!(std::io::stderr().lock(), "{prio}error: {text}");
+        }),
+        None => {
+            let _ = writeln!(std::io::stderr().lock(), "{prio}error: {text}");
+        }
     }
+}
+
+/// One line on stdout. A closed pipe (`| head`) is not an error worth a
+/// panic: the reader has what it wanted.
+pub fn say(text: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// Print one line on stdout (stderr when stdout is reserved for `--json`)
 /// without tearing the progress bars.
 pub fn line(to_stderr: bool, text: &str) {
-    let print = || if to_stderr { eprintln!("{text}") } else { println!("{text}") };
+    let print = || {
+        if to_stderr {
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
+        } else {
+            say(text);
+        }
+    };
     match bars() {
         Some(multi) => multi.suspend(print),
         None => print(),

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{Context, check_deleted, update_db, upload};
 use crate::config::DbConfig;
+use crate::report;
 use crate::store::local::LocalStore;
 
 /// Marks a folder as made by `demo`, so a rerun may replace it.
@@ -57,7 +58,7 @@ impl Rng {
 
 pub fn run(ctx: &Context, dir: &Path, count: u32) -> Result<()> {
     let dir = prepare_dir(dir)?;
-    println!("Generating a demo homeserver with {count} media in {} ...", dir.display());
+    report::say(&format!("Generating a demo homeserver with {count} media in {} ...", dir.display()));
     let media = dir.join("media_store");
     let db_path = dir.join("homeserver.db");
     let (local, remote) = generate(&db_path, &media, count)?;
@@ -69,27 +70,27 @@ pub fn run(ctx: &Context, dir: &Path, count: u32) -> Result<()> {
             db_path.display()
         ),
     )?;
-    println!("Demo homeserver in {}: {local} local and {remote} remote media.", dir.display());
-    println!("Offloading media not accessed for 30 days to {} ...\n", dir.join("object-store").display());
+    report::say(&format!("Demo homeserver in {}: {local} local and {remote} remote media.", dir.display()));
+    report::say(&format!("Offloading media not accessed for 30 days to {} ...\n", dir.join("object-store").display()));
 
     let demo_ctx = Context { cache_db: dir.join("cache.db"), ..ctx.clone() };
     let (_lock, mut cache) = demo_ctx.open_cache()?;
     let db = DbConfig::Sqlite { path: db_path };
     let synced = update_db::sync_with(&mut cache, &db, Duration::from_secs(30 * 86_400))?;
-    println!("Synced {} new rows", synced.new_rows);
+    report::say(&format!("Synced {} new rows", synced.new_rows));
     let checked = check_deleted::check(&mut cache, &media)?;
     for line in checked.lines() {
-        println!("{line}");
+        report::say(&line);
     }
     std::fs::create_dir_all(dir.join("object-store"))?;
     let store = LocalStore::open(&dir.join("object-store"))?;
     let options = upload::Options { base: media.clone(), prefix: String::new(), delete: true, dry_run: false, concurrency: 8, json: ctx.json };
     let totals = upload::upload(&mut cache, &store, &options)?;
     upload::print_summary(ctx.json, &totals, false);
-    println!(
+    report::say(&format!(
         "\nRun it again to see that nothing is left to do:\n  media-offload --cache-db {0}/cache.db upload {0}/media_store {0}/object-store --delete",
         dir.display()
-    );
+    ));
     totals.into_result()
 }
 

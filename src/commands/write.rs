@@ -34,8 +34,11 @@ pub fn run(ctx: &Context, out: &Path) -> Result<()> {
                     MediaPaths::new(&row.origin, &row.media_id, &row.filesystem_id, kind).map_err(|e| e.to_string())
                 });
             match paths {
-                Ok(p) => writeln!(sink, "{}\n{}/", p.original, p.thumbnail_dir)
-                    .with_context(|| format!("writing to {}", out.display()))?,
+                Ok(p) => match writeln!(sink, "{}\n{}/", p.original, p.thumbnail_dir) {
+                    // `write | head`: the reader has what it wanted.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    other => other.with_context(|| format!("writing to {}", out.display()))?,
+                },
                 Err(why) => {
                     log::error!("cache row {}: {why}", row.rowid);
                     invalid += 1;
@@ -43,7 +46,10 @@ pub fn run(ctx: &Context, out: &Path) -> Result<()> {
             }
         }
     }
-    sink.flush().with_context(|| format!("writing to {}", out.display()))?;
+    match sink.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other.with_context(|| format!("writing to {}", out.display()))?,
+    }
     match invalid {
         0 => Ok(()),
         count => Err(crate::error::Failure::Partial { count }.into()),

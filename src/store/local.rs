@@ -69,7 +69,17 @@ impl ObjectStore for LocalStore {
         let target = self.path_of(key)?;
         let dir = target.parent().expect("a key has a parent under the root");
         let io = |what: &str, e: std::io::Error| StoreError(format!("{what} {}: {e}", target.display()));
-        fs::create_dir_all(dir).map_err(|e| io("creating the folder of", e))?;
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(|e| io("creating the folder of", e))?;
+            // Make the new folders themselves durable, up to the root.
+            let mut d = dir.parent();
+            while let Some(p) = d.filter(|p| p.starts_with(&self.root)) {
+                if let Ok(f) = fs::File::open(p) {
+                    let _ = f.sync_all();
+                }
+                d = p.parent();
+            }
+        }
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         // One name per key: the run lock allows one writer, and a file left
         // by a killed run is simply overwritten by the next.
