@@ -14,8 +14,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_yaml_ng::Value;
 
-/// The homeserver database to read media rows from.
+/// The homeserver database to read media rows from (one per run: its size
+/// does not matter).
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum DbConfig {
     Sqlite { path: PathBuf },
     Postgres(PgSettings),

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Top-level folders of a Synapse media store. Never pruned.
 pub const TOP_LEVEL: &[&str] = &["local_content", "local_thumbnails", "remote_content", "remote_thumbnail"];
@@ -264,10 +264,6 @@ fn with_path(e: io::Error, rel: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{rel}: {e}"))
 }
 
-/// Absolute path of a relative store path.
-pub fn absolute(base: &Path, rel: &str) -> PathBuf {
-    base.join(rel)
-}
 
 #[cfg(test)]
 mod tests {

@@ -208,10 +208,8 @@ fn sse_key(args: &UploadArgs) -> Result<Option<String>> {
 
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            log::warn!("{} holds a secret but is readable by others; chmod 600 it", path.display());
-        }
+    if std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0) {
+        log::warn!("{} holds a secret but is readable by others; chmod 600 it", path.display());
     }
 }
 
