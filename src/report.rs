@@ -195,33 +195,17 @@ pub fn summary(json: bool, text: &[String], value: serde_json::Value) {
     let _ = out.flush();
 }
 
-#[cfg(test)]
-mod tests {
-    use super::naturalsize;
-
-    #[test]
-    fn sizes_like_humanize_gnu() {
-        assert_eq!(naturalsize(0), "0B");
-        assert_eq!(naturalsize(1023), "1023B");
-        assert_eq!(naturalsize(1024), "1.0K");
-        assert_eq!(naturalsize(1536), "1.5K");
-        assert_eq!(naturalsize(5 * 1024 * 1024), "5.0M");
-        assert_eq!(naturalsize(3 * 1024 * 1024 * 1024), "3.0G");
-    }
-}
-
 /// The one line a run that could not finish leaves on stderr: `error: ...`
 /// with the whole cause chain (`<3>`-prefixed under journald).
 pub fn fatal(err: &anyhow::Error) {
     let prio = if std::env::var_os("JOURNAL_STREAM").is_some() { "<3>" } else { "" };
     let text = format!("{err:#}").replace('\n', " ");
+    let print = || {
+        let _ = writeln!(std::io::stderr().lock(), "{prio}error: {text}");
+    };
     match bars() {
-        Some(multi) => multi.suspend(|| {
-            let _ = writeln!(std::io::stderr().lock(), "{prio}error: {text}");
-        }),
-        None => {
-            let _ = writeln!(std::io::stderr().lock(), "{prio}error: {text}");
-        }
+        Some(multi) => multi.suspend(print),
+        None => print(),
     }
 }
 
@@ -244,5 +228,20 @@ pub fn line(to_stderr: bool, text: &str) {
     match bars() {
         Some(multi) => multi.suspend(print),
         None => print(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::naturalsize;
+
+    #[test]
+    fn sizes_like_humanize_gnu() {
+        assert_eq!(naturalsize(0), "0B");
+        assert_eq!(naturalsize(1023), "1023B");
+        assert_eq!(naturalsize(1024), "1.0K");
+        assert_eq!(naturalsize(1536), "1.5K");
+        assert_eq!(naturalsize(5 * 1024 * 1024), "5.0M");
+        assert_eq!(naturalsize(3 * 1024 * 1024 * 1024), "3.0G");
     }
 }

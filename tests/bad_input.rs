@@ -169,7 +169,7 @@ fn sse_c_key_of_the_wrong_length_fails_cleanly_and_deletes_nothing() {
     let via = S3::existing(&proxy.endpoint, &s3.bucket);
     let out = hs.upload(&via, &["--delete", "--sse-customer-key", "tooshort"]);
     out.no_panic();
-    assert!(matches!(out.code(), 1 | 2 | 3), "{}", out.describe());
+    assert!(matches!(out.code(), 1..=3), "{}", out.describe());
     hs.assert_local_intact(&m);
 }
 

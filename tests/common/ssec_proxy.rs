@@ -120,20 +120,22 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+        if b[i] == b'%' && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
                 out.push(v);
                 i += 3;
                 continue;
             }
-        }
         out.push(b[i]);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<(String, Vec<(String, String)>)>> {
+/// A request or status line and its headers.
+type Head = (String, Vec<(String, String)>);
+
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
     let mut first = String::new();
     if r.read_line(&mut first)? == 0 {
         return Ok(None);
@@ -255,9 +257,9 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
     // Enforcement before forwarding.
     if let Some(obj) = &object {
         let st = state.lock().unwrap();
-        if method == "GET" || method == "HEAD" {
-            if let Some(stored) = st.sse.get(obj) {
-                if ssec.as_deref() != Some(stored.as_str()) {
+        if (method == "GET" || method == "HEAD")
+            && let Some(stored) = st.sse.get(obj)
+                && ssec.as_deref() != Some(stored.as_str()) {
                     drop(st);
                     log(state, &method, &path, &query, ssec.clone(), 400);
                     return respond_error(
@@ -268,11 +270,9 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
                         head_only,
                     );
                 }
-            }
-        }
-        if method == "PUT" && has_q("partNumber") && has_q("uploadId") {
-            if let Some(Some(stored)) = st.pending.get(obj) {
-                if ssec.as_deref() != Some(stored.as_str()) {
+        if method == "PUT" && has_q("partNumber") && has_q("uploadId")
+            && let Some(Some(stored)) = st.pending.get(obj)
+                && ssec.as_deref() != Some(stored.as_str()) {
                     drop(st);
                     log(state, &method, &path, &query, ssec.clone(), 400);
                     return respond_error(
@@ -283,8 +283,6 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
                         false,
                     );
                 }
-            }
-        }
     }
 
     // Forward the request.
@@ -324,7 +322,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
     if let (Some(obj), true) = (&object, ok) {
         let mut st = state.lock().unwrap();
         match method.as_str() {
-            "PUT" if !(has_q("partNumber") && has_q("uploadId")) && !has_q("tagging") && !has_q("acl") => {
+            "PUT" if !(has_q("partNumber") && has_q("uploadId") || has_q("tagging") || has_q("acl")) => {
                 match &ssec {
                     Some(m) => {
                         st.sse.insert(obj.clone(), m.clone());
