@@ -14,6 +14,7 @@ use rusqlite::{Connection, params};
 
 use crate::error::Failure;
 use crate::homeserver_db::Candidate;
+use crate::media_store::{MediaKind, MediaPaths};
 
 /// `s3_media_upload`'s schema, verbatim.
 pub const SCHEMA: &str = "
@@ -50,6 +51,16 @@ pub struct CacheRow {
     pub filesystem_id: String,
     pub kind: String,
     pub known_deleted: bool,
+}
+
+impl CacheRow {
+    /// Where this row's files live, validated; the error names the row.
+    pub fn paths(&self) -> Result<MediaPaths, String> {
+        let kind = MediaKind::parse(&self.kind).ok_or_else(|| {
+            format!("cache row {}: unknown media type {:?} (expected local or remote)", self.rowid, self.kind)
+        })?;
+        MediaPaths::new(&self.origin, &self.media_id, &self.filesystem_id, kind).map_err(|e| e.to_string())
+    }
 }
 
 /// Which rows a page read returns.
@@ -204,7 +215,6 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media_store::MediaKind;
 
     fn candidate(id: &str) -> Candidate {
         Candidate { origin: String::new(), media_id: id.into(), filesystem_id: id.into(), kind: MediaKind::Local }

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{Context, PAGE};
 use crate::cache::{Cache, CacheRow, Rows};
 use crate::error::Failure;
-use crate::media_store::{self, MediaKind, MediaPaths};
+use crate::media_store;
 use crate::report::{self, Progress};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -54,11 +54,7 @@ enum Change {
 }
 
 fn examine(base: &Path, row: &CacheRow) -> Change {
-    let Some(kind) = MediaKind::parse(&row.kind) else {
-        log::error!("cache row {}: unknown media type {:?} (expected local or remote)", row.rowid, row.kind);
-        return Change::Failed;
-    };
-    let paths = match MediaPaths::new(&row.origin, &row.media_id, &row.filesystem_id, kind) {
+    let paths = match row.paths() {
         Ok(p) => p,
         Err(invalid) => {
             log::error!("{invalid}");

@@ -21,7 +21,7 @@ use super::{Context, PAGE};
 use crate::cache::{Cache, CacheRow, Rows};
 use crate::cli::UploadArgs;
 use crate::error::Failure;
-use crate::media_store::{self, LocalFile, MediaKind, MediaPaths};
+use crate::media_store::{self, LocalFile};
 use crate::report::{self, Progress, naturalsize};
 use crate::store::local::LocalStore;
 use crate::store::s3::{S3Options, S3Store, SseCustomerKey};
@@ -305,12 +305,7 @@ pub fn upload(cache: &mut Cache, store: &dyn ObjectStore, opts: &Options) -> Res
 
 fn process_media(store: &dyn ObjectStore, opts: &Options, row: &CacheRow) -> MediaResult {
     let mut result = MediaResult::default();
-    let Some(kind) = MediaKind::parse(&row.kind) else {
-        log::error!("cache row {}: unknown media type {:?} (expected local or remote)", row.rowid, row.kind);
-        result.invalid = true;
-        return result;
-    };
-    let paths = match MediaPaths::new(&row.origin, &row.media_id, &row.filesystem_id, kind) {
+    let paths = match row.paths() {
         Ok(paths) => paths,
         Err(invalid) => {
             log::error!("{invalid}");

@@ -8,7 +8,6 @@ use anyhow::{Context as _, Result};
 
 use super::{Context, PAGE};
 use crate::cache::{Cache, Rows};
-use crate::media_store::{MediaKind, MediaPaths};
 
 pub fn run(ctx: &Context, out: &Path) -> Result<()> {
     // Read-only: no lock needed, and a running upload is not disturbed.
@@ -28,19 +27,14 @@ pub fn run(ctx: &Context, out: &Path) -> Result<()> {
         let Some(last) = page.last() else { break };
         after = last.rowid;
         for row in &page {
-            let paths = MediaKind::parse(&row.kind)
-                .ok_or_else(|| format!("unknown media type {:?}", row.kind))
-                .and_then(|kind| {
-                    MediaPaths::new(&row.origin, &row.media_id, &row.filesystem_id, kind).map_err(|e| e.to_string())
-                });
-            match paths {
+            match row.paths() {
                 Ok(p) => match writeln!(sink, "{}\n{}/", p.original, p.thumbnail_dir) {
                     // `write | head`: the reader has what it wanted.
                     Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
                     other => other.with_context(|| format!("writing to {}", out.display()))?,
                 },
                 Err(why) => {
-                    log::error!("cache row {}: {why}", row.rowid);
+                    log::error!("{why}");
                     invalid += 1;
                 }
             }

@@ -257,32 +257,26 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
     // Enforcement before forwarding.
     if let Some(obj) = &object {
         let st = state.lock().unwrap();
-        if (method == "GET" || method == "HEAD")
-            && let Some(stored) = st.sse.get(obj)
-                && ssec.as_deref() != Some(stored.as_str()) {
-                    drop(st);
-                    log(state, &method, &path, &query, ssec.clone(), 400);
-                    return respond_error(
-                        &client,
-                        400,
-                        "InvalidRequest",
-                        "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.",
-                        head_only,
-                    );
-                }
-        if method == "PUT" && has_q("partNumber") && has_q("uploadId")
-            && let Some(Some(stored)) = st.pending.get(obj)
-                && ssec.as_deref() != Some(stored.as_str()) {
-                    drop(st);
-                    log(state, &method, &path, &query, ssec.clone(), 400);
-                    return respond_error(
-                        &client,
-                        400,
-                        "InvalidRequest",
-                        "The multipart upload was initiated with SSE-C; UploadPart must carry the same key.",
-                        false,
-                    );
-                }
+        let wrong_key = |stored: &String| ssec.as_deref() != Some(stored.as_str());
+        let refusal = if (method == "GET" || method == "HEAD") && st.sse.get(obj).is_some_and(wrong_key) {
+            Some((
+                "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.",
+                head_only,
+            ))
+        } else if method == "PUT"
+            && has_q("partNumber")
+            && has_q("uploadId")
+            && matches!(st.pending.get(obj), Some(Some(stored)) if wrong_key(stored))
+        {
+            Some(("The multipart upload was initiated with SSE-C; UploadPart must carry the same key.", false))
+        } else {
+            None
+        };
+        if let Some((message, head_only)) = refusal {
+            drop(st);
+            log(state, &method, &path, &query, ssec.clone(), 400);
+            return respond_error(&client, 400, "InvalidRequest", message, head_only);
+        }
     }
 
     // Forward the request.
