@@ -13,6 +13,7 @@
 pub mod cache;
 pub mod env;
 pub mod flows;
+pub mod http;
 pub mod pg;
 pub mod run;
 pub mod s3;

@@ -14,12 +14,13 @@
 //! It listens on 127.0.0.1 only and forwards only to the moto endpoint.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
+
+use super::http::{Server, forward, header, loopback_upstream, read_head, s3_error};
 
 #[derive(Debug, Clone)]
 pub struct Logged {
@@ -51,42 +52,24 @@ struct State {
 
 pub struct SsecProxy {
     pub endpoint: String,
-    port: u16,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
+    _server: Server,
 }
 
 impl SsecProxy {
     /// Starts the proxy in front of `upstream` (`http://127.0.0.1:PORT`).
     pub fn start(upstream: &str) -> SsecProxy {
-        let upstream = upstream
-            .strip_prefix("http://")
-            .expect("upstream must be http://")
-            .trim_end_matches('/')
-            .to_string();
-        assert!(upstream.starts_with("127.0.0.1:"), "the proxy only forwards to 127.0.0.1");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let upstream = loopback_upstream(upstream);
         let state = Arc::new(Mutex::new(State::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        {
+        let server = {
             let state = state.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let state = state.clone();
-                    let upstream = upstream.clone();
-                    std::thread::spawn(move || {
-                        if let Err(e) = handle(conn, &upstream, &state) { eprintln!("proxy: {e}"); }
-                    });
+            Server::start(move |conn| {
+                if let Err(e) = handle(conn, &upstream, &state) {
+                    eprintln!("proxy: {e}");
                 }
-            });
-        }
-        SsecProxy { endpoint: format!("http://127.0.0.1:{port}"), port, state, stop }
+            })
+        };
+        SsecProxy { endpoint: server.endpoint.clone(), state, _server: server }
     }
 
     pub fn requests(&self) -> Vec<Logged> {
@@ -108,13 +91,6 @@ impl SsecProxy {
     }
 }
 
-impl Drop for SsecProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -132,74 +108,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A request or status line and its headers.
-type Head = (String, Vec<(String, String)>);
-
-fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
-    let mut first = String::new();
-    if r.read_line(&mut first)? == 0 {
-        return Ok(None);
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        let line = line.trim_end_matches(['\r', '\n']);
-        if line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    Ok(Some((first.trim_end_matches(['\r', '\n']).to_string(), headers)))
-}
-
-fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-}
-
-fn respond_error(mut c: &TcpStream, status: u16, code: &str, msg: &str, head_only: bool) -> std::io::Result<()> {
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{msg}</Message></Error>"
-    );
-    let reason = if status == 400 { "Bad Request" } else { "Error" };
-    write!(
-        c,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if !head_only {
-        c.write_all(body.as_bytes())?;
-    }
+fn respond(mut c: &TcpStream, bytes: Vec<u8>) -> std::io::Result<()> {
+    c.write_all(&bytes)?;
     c.flush()
-}
-
-/// Copies a chunked body verbatim (framing included).
-fn copy_chunked(r: &mut impl BufRead, w: &mut impl Write) -> std::io::Result<()> {
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        w.write_all(line.as_bytes())?;
-        let size_hex = line.trim().split(';').next().unwrap_or("0");
-        let size = usize::from_str_radix(size_hex.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            // trailers until an empty line
-            loop {
-                let mut t = String::new();
-                if r.read_line(&mut t)? == 0 {
-                    return Ok(());
-                }
-                w.write_all(t.as_bytes())?;
-                if t.trim().is_empty() {
-                    return Ok(());
-                }
-            }
-        }
-        std::io::copy(&mut r.by_ref().take(size as u64 + 2), w)?;
-    }
 }
 
 fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
@@ -241,12 +152,14 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
             });
         if !valid {
             log(state, &method, &path, &query, None, 400);
-            return respond_error(
+            return respond(
                 &client,
-                400,
-                "InvalidArgument",
-                "The SSE-C headers are incomplete or inconsistent (algorithm must be AES256, key 256 bits, key MD5 must match).",
-                head_only,
+                s3_error(
+                    400,
+                    "InvalidArgument",
+                    "The SSE-C headers are incomplete or inconsistent (algorithm must be AES256, key 256 bits, key MD5 must match).",
+                    head_only,
+                ),
             );
         }
         kmd5.map(str::to_string)
@@ -275,36 +188,12 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
         if let Some((message, head_only)) = refusal {
             drop(st);
             log(state, &method, &path, &query, ssec.clone(), 400);
-            return respond_error(&client, 400, "InvalidRequest", message, head_only);
+            return respond(&client, s3_error(400, "InvalidRequest", message, head_only));
         }
     }
 
     // Forward the request.
-    let mut up = TcpStream::connect(upstream)?;
-    let mut head = format!("{request_line}\r\n");
-    let mut expect_continue = false;
-    for (k, v) in &headers {
-        let lk = k.to_ascii_lowercase();
-        if lk == "expect" {
-            expect_continue = v.eq_ignore_ascii_case("100-continue");
-            continue;
-        }
-        if lk == "connection" || lk == "keep-alive" || lk == "proxy-connection" {
-            continue;
-        }
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    up.write_all(head.as_bytes())?;
-    if expect_continue {
-        (&client).write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-    }
-    if let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok()) {
-        std::io::copy(&mut (&mut reader).take(len), &mut up)?;
-    } else if header(&headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        copy_chunked(&mut reader, &mut up)?;
-    }
-    up.flush()?;
+    let up = forward(upstream, &request_line, &headers, &mut reader, &client)?;
 
     // Relay the response.
     let mut up_reader = BufReader::new(up.try_clone()?);
