@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod env;
+pub mod fault_proxy;
 pub mod flows;
 pub mod http;
 pub mod pg;
@@ -24,6 +25,7 @@ pub mod yaml;
 
 pub use cache::*;
 pub use env::*;
+pub use fault_proxy::*;
 pub use flows::*;
 pub use pg::*;
 pub use run::*;
