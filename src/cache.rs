@@ -141,19 +141,27 @@ impl Cache {
     /// Insert rows that are not there yet (`INSERT OR IGNORE`, like the
     /// Python tool: a row once known is never rewritten). One transaction.
     pub fn insert_new(&mut self, rows: &[Candidate]) -> Result<u64> {
-        let tx = self.conn.transaction()?;
-        let mut added = 0;
-        {
+        self.write(|tx| {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO media (origin, media_id, filesystem_id, type, known_deleted) \
                  VALUES (?1, ?2, ?3, ?4, 0)",
             )?;
+            let mut added = 0;
             for row in rows {
                 added += stmt.execute(params![row.origin, row.media_id, row.filesystem_id, row.kind.as_str()])? as u64;
             }
-        }
-        tx.commit().with_context(|| format!("could not write to {}", self.path.display()))?;
-        Ok(added)
+            Ok(added)
+        })
+    }
+
+    /// Runs `work` in one transaction. Any failure (a full disk shows up
+    /// at the first write, not only at commit) names the file.
+    fn write<T>(&mut self, work: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>) -> Result<T> {
+        let result = self.conn.transaction().and_then(|tx| {
+            let out = work(&tx)?;
+            tx.commit().map(|()| out)
+        });
+        result.with_context(|| format!("could not write to {}", self.path.display()))
     }
 
     pub fn count(&self, which: Rows) -> Result<u64> {
@@ -200,15 +208,14 @@ impl Cache {
         if changes.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
-        {
+        self.write(|tx| {
             let mut stmt =
                 tx.prepare_cached("UPDATE media SET known_deleted = ?3 WHERE origin = ?1 AND media_id = ?2")?;
             for (origin, media_id, deleted) in changes {
                 stmt.execute(params![origin, media_id, deleted])?;
             }
-        }
-        tx.commit().with_context(|| format!("could not write to {}", self.path.display()))
+            Ok(())
+        })
     }
 }
 
