@@ -14,7 +14,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass};
 use base64::Engine as _;
@@ -133,7 +134,7 @@ impl S3Store {
                 log::warn!("HeadBucket on {bucket} was refused (403); going on with the object calls");
                 Ok(())
             }
-            _ => anyhow::bail!("could not reach {}: {}", self.describe(), DisplayErrorContext(&err)),
+            _ => anyhow::bail!("could not reach {}: {}", self.describe(), describe_sdk_error(&err)),
         }
     }
 
@@ -306,12 +307,27 @@ impl From<tokio::task::JoinError> for StoreError {
     }
 }
 
-fn sdk_error<E, R>(op: &str, key: &str, err: SdkError<E, R>) -> StoreError
+fn sdk_error<E>(op: &str, key: &str, err: SdkError<E, HttpResponse>) -> StoreError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
 {
-    StoreError(format!("{op} {key}: {}", DisplayErrorContext(&err)))
+    StoreError(format!("{op} {key}: {}", describe_sdk_error(&err)))
+}
+
+/// One readable line for a failed call. An error answer says its S3 code
+/// and HTTP status; one without a body (any answer to HEAD) has only the
+/// status, which the SDK's own text leaves out.
+fn describe_sdk_error<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    let SdkError::ServiceError(service) = err else { return DisplayErrorContext(err).to_string() };
+    let status = service.raw().status().as_u16();
+    match (service.err().code(), service.err().message()) {
+        (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
+        (Some(code), None) => format!("{code} (HTTP {status})"),
+        (None, _) => format!("the server answered HTTP {status}"),
+    }
 }
 
 impl ObjectStore for S3Store {
