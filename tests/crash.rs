@@ -10,29 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Many small files, some medium ones and one large enough for a multipart
-/// upload, local and remote, with thumbnails.
-fn big_store() -> Homeserver {
-    let mut hs = Homeserver::sqlite();
-    let mut items = Vec::new();
-    for i in 0..160usize {
-        let m = if i % 5 == 0 {
-            Media::remote("remote.example", &format!("remote{i}"), &format!("fsid{i:04}abcdefghijklmnop"))
-        } else {
-            Media::local(&hs.new_id())
-        };
-        let m = m.size(512 + (i * 7919) % 40_000);
-        items.push(if i % 4 == 0 { m.with_thumbs() } else { m });
-    }
-    for _ in 0..4 {
-        items.push(Media::local(&hs.new_id()).size(2 * 1024 * 1024 + 3));
-    }
-    items.push(Media::local(&hs.new_id()).size(12 * 1024 * 1024 + 5));
-    hs.add_all(items);
-    hs.update_db("30d");
-    hs
-}
-
 fn upload_args<'a>(media: &'a str, bucket: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["--no-progress", "upload", media, bucket, "--delete"];
     v.extend_from_slice(extra);
@@ -56,31 +33,19 @@ fn kill_repeatedly_then_finish(hs: &Homeserver, bucket: &str, extra: &[&str], de
         }
     }
     // the kernel dropped the lock with the process: a rerun must not see it held
-    let out = hs.mo(&args).ok();
-    out.no_panic();
-    assert!(hs.local_files().is_empty(), "rerun left files: {:?}", hs.local_files().keys().collect::<Vec<_>>());
-    assert_eq!(hs.assert_nothing_lost(dest, ""), total);
-    for row in cache_rows(&hs.cache_db()) {
-        assert!(row.known_deleted, "{row:?}");
-    }
-    // and one more run has nothing to do
-    let mut again = args.clone();
-    again.insert(0, "--json");
-    let out = hs.mo(&again).ok();
-    assert_eq!(out.j("uploaded_files"), 0);
-    assert_eq!(out.j("deleted_files"), 0);
+    rerun_completes_then_nothing_changes(hs, &args, dest);
 }
 
 #[test]
 fn kill_9_during_s3_upload_delete_never_loses_a_file_and_a_rerun_completes() {
-    let hs = big_store();
+    let hs = realistic_store();
     let s3 = S3::new();
     kill_repeatedly_then_finish(&hs, &s3.bucket.clone(), &["--endpoint-url", &s3.endpoint], &Dest::S3(&s3));
 }
 
 #[test]
 fn kill_9_during_directory_store_upload_delete_never_loses_a_file_and_a_rerun_completes() {
-    let hs = big_store();
+    let hs = realistic_store();
     let archive = hs.cwd().join("archive");
     std::fs::create_dir_all(&archive).unwrap();
     let a = archive.to_string_lossy().into_owned();

@@ -312,9 +312,7 @@ fn with_wait_a_run_waits_for_the_lock_and_then_proceeds() {
 
 #[test]
 fn two_simultaneous_runs_never_both_work_and_nothing_is_lost() {
-    let mut hs = Homeserver::sqlite();
-    hs.add_all((0..80).map(|i| Media::local(&hs.new_id()).size(2000 + i * 100).with_thumbs()).collect());
-    hs.update_db("30d");
+    let hs = local_media_store(80);
     let s3 = S3::new();
     let media = hs.media_arg();
     let args = ["--json", "upload", media.as_str(), s3.bucket.as_str(), "--endpoint-url", s3.endpoint.as_str(), "--delete"];

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::cache::cache_rows;
 use super::run::{run, run_python, Out};
 use super::s3::S3;
 use super::store::{files_under, Homeserver, Media};
@@ -52,9 +53,13 @@ impl Homeserver {
 
     /// `media-offload --json --no-progress upload MEDIA BUCKET --endpoint-url MOTO EXTRA...`
     pub fn upload(&self, s3: &S3, extra: &[&str]) -> Out {
+        self.upload_via(&s3.endpoint, &s3.bucket, extra)
+    }
+
+    /// The same through another endpoint (a proxy in front of moto).
+    pub fn upload_via(&self, endpoint: &str, bucket: &str, extra: &[&str]) -> Out {
         let media = self.media_arg();
-        let mut args: Vec<&str> =
-            vec!["--json", "--no-progress", "upload", &media, &s3.bucket, "--endpoint-url", &s3.endpoint];
+        let mut args: Vec<&str> = vec!["--json", "--no-progress", "upload", &media, bucket, "--endpoint-url", endpoint];
         args.extend_from_slice(extra);
         self.mo(&args)
     }
@@ -122,6 +127,59 @@ impl Homeserver {
         }
         gone
     }
+}
+
+/// A realistic small store: many small files, some medium ones and one
+/// large enough for a multipart upload, local and remote, with thumbnails;
+/// its rows already in cache.db.
+pub fn realistic_store() -> Homeserver {
+    let mut hs = Homeserver::sqlite();
+    let mut items = Vec::new();
+    for i in 0..160usize {
+        let m = if i % 5 == 0 {
+            Media::remote("remote.example", &format!("remote{i}"), &format!("fsid{i:04}abcdefghijklmnop"))
+        } else {
+            Media::local(&hs.new_id())
+        };
+        let m = m.size(512 + (i * 7919) % 40_000);
+        items.push(if i % 4 == 0 { m.with_thumbs() } else { m });
+    }
+    for _ in 0..4 {
+        items.push(Media::local(&hs.new_id()).size(2 * 1024 * 1024 + 3));
+    }
+    items.push(Media::local(&hs.new_id()).size(12 * 1024 * 1024 + 5));
+    hs.add_all(items);
+    hs.update_db("30d");
+    hs
+}
+
+/// `n` local media of different sizes with thumbnails; their rows in cache.db.
+pub fn local_media_store(n: usize) -> Homeserver {
+    let mut hs = Homeserver::sqlite();
+    hs.add_all((0..n).map(|i| Media::local(&hs.new_id()).size(2000 + i * 100).with_thumbs()).collect());
+    hs.update_db("30d");
+    hs
+}
+
+/// After interrupted or failed runs: one more `upload --delete` (`args`)
+/// must succeed and leave every file offloaded with an identical copy and
+/// every cache row marked deleted; a further run must find nothing to do.
+#[track_caller]
+pub fn rerun_completes_then_nothing_changes(hs: &Homeserver, args: &[&str], dest: &Dest) {
+    let out = hs.mo(args).ok();
+    out.no_panic();
+    assert!(hs.local_files().is_empty(), "rerun left files: {:?}", hs.local_files().keys().collect::<Vec<_>>());
+    assert_eq!(hs.assert_nothing_lost(dest, ""), hs.generated().len());
+    for row in cache_rows(&hs.cache_db()) {
+        assert!(row.known_deleted, "{row:?}");
+    }
+    let mut again = args.to_vec();
+    if !again.contains(&"--json") {
+        again.insert(0, "--json");
+    }
+    let out = hs.mo(&again).ok();
+    assert_eq!(out.j("uploaded_files"), 0);
+    assert_eq!(out.j("deleted_files"), 0);
 }
 
 /// Keys `media` would be stored under.
