@@ -35,6 +35,14 @@ CREATE TABLE remote_media_cache_thumbnails (
     media_origin TEXT, media_id TEXT, thumbnail_width INTEGER, thumbnail_height INTEGER,
     thumbnail_method TEXT, thumbnail_type TEXT, thumbnail_length INTEGER, filesystem_id TEXT,
     UNIQUE (media_origin, media_id, thumbnail_width, thumbnail_height, thumbnail_type, thumbnail_method));
+CREATE TABLE profiles (user_id TEXT NOT NULL, displayname TEXT, avatar_url TEXT, full_user_id TEXT);
+CREATE TABLE room_memberships (event_id TEXT NOT NULL, user_id TEXT NOT NULL, sender TEXT NOT NULL,
+    room_id TEXT NOT NULL, membership TEXT NOT NULL, forgotten INTEGER DEFAULT 0,
+    display_name TEXT, avatar_url TEXT, event_stream_ordering BIGINT);
+CREATE TABLE user_directory (user_id TEXT NOT NULL, room_id TEXT, display_name TEXT, avatar_url TEXT);
+CREATE TABLE room_stats_state (room_id TEXT NOT NULL, name TEXT, canonical_alias TEXT, join_rules TEXT,
+    history_visibility TEXT, encryption TEXT, avatar TEXT, guest_access TEXT, is_federatable BOOLEAN,
+    topic TEXT, room_type TEXT);
 ";
 
 /// A small deterministic generator: the demo needs variety, not secrecy.
