@@ -142,7 +142,10 @@ impl Settings {
                 None,
             )
             .or_else(|| {
-                let path = homeserver.media_store_path.as_ref()?.display().to_string();
+                // Synapse resolves a relative path against its working
+                // directory, usually the config's folder.
+                let dir = homeserver_config_path.parent().unwrap_or(Path::new(""));
+                let path = dir.join(homeserver.media_store_path.as_ref()?).display().to_string();
                 log::debug!("media_store_path = {path:?} (from {}: media_store_path)", homeserver.origin);
                 Some((path, String::new()))
             })
@@ -218,5 +221,42 @@ impl Settings {
             (None, Some((_, from))) => bail!("an S3 secret_access_key is set (from {from}) but no access_key_id"),
         };
         Ok(StoreSettings { bucket, endpoint_url, region, storage_class, prefix, sse_key, sse_algorithm: algorithm, credentials })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hs() -> HomeserverMedia {
+        let doc = serde_yaml_ng::from_str(
+            "media_storage_providers:\n- module: s3_storage_provider.S3StorageProviderBackend\n  config:\n    bucket: from-hs\n    prefix: hs/\n",
+        )
+        .unwrap();
+        HomeserverMedia::from_yaml(&doc, "hs.yaml").unwrap()
+    }
+
+    #[test]
+    fn flag_beats_config_file_beats_homeserver_yaml() {
+        let hs = hs();
+        let file = LoadedFile { path: Some("mo.yaml".into()), config: FileConfig { bucket: Some("from-file".into()), ..Default::default() } };
+        let r = Resolver { file: &file, hs: &hs, credentials_dir: None };
+        assert_eq!(r.pick("bucket", Some("from-flag".into()), Some("from-file".into()), Some("bucket")).unwrap(), ("from-flag".into(), "--bucket".into()));
+        assert_eq!(r.pick("bucket", None, Some("from-file".into()), Some("bucket")).unwrap(), ("from-file".into(), "mo.yaml: bucket".into()));
+        let (value, source) = r.pick("prefix", None, None, Some("prefix")).unwrap();
+        assert_eq!((value.as_str(), source.as_str()), ("hs/", "hs.yaml: media_storage_providers[0].config.prefix"));
+        assert_eq!(r.pick("region_name", None, None, Some("region_name")), None);
+    }
+
+    #[test]
+    fn secrets_come_from_credential_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret_access_key"), "s3cr3t\n").unwrap();
+        let (hs, file) = (hs(), LoadedFile::default());
+        let r = Resolver { file: &file, hs: &hs, credentials_dir: Some(dir.path().to_owned()) };
+        let (secret, source) = r.secret("secret_access_key", "MEDIA_OFFLOAD_TEST_UNSET_VARIABLE").unwrap().unwrap();
+        assert_eq!(secret, Secret("s3cr3t".into()));
+        assert!(source.starts_with("credential "), "{source}");
+        assert!(r.secret("session_token", "MEDIA_OFFLOAD_TEST_UNSET_VARIABLE").unwrap().is_none());
     }
 }
