@@ -119,9 +119,15 @@ pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
 
 fn rules(ctx: &Context, args: &PurgeArgs, settings: &Settings) -> Result<Vec<Rule>> {
     let file = &ctx.file.config.purge;
+    // A duration on the command line says what to purge: the configured
+    // retention of the other kind does not join in.
+    let on_command_line = args.remote_older_than.is_some() || args.local_older_than.is_some();
     let pick = |flag: Option<Duration>, flag_name: &str, key: &str, file_value: &Option<String>, hs: Option<Duration>| -> Result<Option<(Duration, String)>> {
         if let Some(d) = flag {
             return Ok(Some((d, flag_name.to_owned())));
+        }
+        if on_command_line {
+            return Ok(None);
         }
         if let Some(text) = file_value {
             let source = ctx.file.source(&format!("purge.{key}"));
