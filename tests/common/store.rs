@@ -362,6 +362,8 @@ impl Homeserver {
         let mut v: Vec<String> = match &self.db {
             HsDb::Sqlite(p) => {
                 let c = rusqlite::Connection::open(p).unwrap();
+                // A tool under test may be committing right now: wait for it.
+                c.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
                 let mut st = c.prepare(sql).unwrap_or_else(|e| panic!("SQLite: {e}\n{sql}"));
                 st.query_map([], |r| r.get::<_, Option<String>>(0))
                     .unwrap()
