@@ -215,6 +215,28 @@ check_molecule() {
     echo "DETAIL: converge, idempotence, check (fresh and converged), verify"
 }
 
+# The units' ExecStart command lines, run for real by the built binary with
+# the shipped config.yaml.example (pointed at a demo homeserver and a
+# directory store): the units, the example and the CLI must agree.
+check_unit_command_lines() {
+    if grep -q 'media-offload stub' "$BINARY" 2>/dev/null; then echo "needs the real binary"; return 1; fi
+    local d="$WORK/contract" unit args rc=0
+    "$BINARY" --no-progress -q demo --dir "$d/hs" --files 60 >/dev/null || return 1
+    mkdir -p "$d/creds" "$d/state" "$d/store"
+    # The example with its paths pointed at the demo; a purge policy added.
+    sed -e "s|^homeserver_config_path: .*|homeserver_config_path: $d/hs/homeserver.yaml|" \
+        -e "s|^cache_db: .*|cache_db: $d/state/cache.db|" \
+        -e "s|^# bucket: .*|bucket: $d/store|" systemd/config.yaml.example >"$d/creds/config.yaml"
+    printf 'purge:\n  remote_older_than: 90d\n' >>"$d/creds/config.yaml"
+    for unit in media-offload.service media-offload-purge.service; do
+        args=$(sed -n 's|^ExecStart=/usr/local/bin/media-offload ||p' "systemd/$unit" | sed "s|%d|$d/creds|g")
+        echo "+ media-offload $args"
+        # shellcheck disable=SC2086
+        (cd "$d/state" && env -u MEDIA_OFFLOAD_CACHE_DB CREDENTIALS_DIRECTORY="$d/creds" "$BINARY" $args) || { echo "$unit: exit $?"; rc=1; }
+    done
+    [ $rc -eq 0 ] && echo "DETAIL: migrate and purge ran with the example config"
+}
+
 # The molecule inventory's fake secrets all contain MOLECULE-SECRET.
 check_no_secret_in_output() {
     [ -s "$MOLECULE_LOG" ] || { echo "no molecule output to search"; return 1; }
@@ -233,6 +255,7 @@ run "setup: binary" setup_binary   # (run() calls it in this shell: BINARY stick
 
 run "systemd: units match the role's rendering" check_units_match_role
 run "systemd: required directives" check_unit_directives
+run "systemd: ExecStart with the example config" check_unit_command_lines
 run "systemd: systemd-analyze verify" check_verify
 run "systemd: systemd-analyze calendar" check_calendar
 run "systemd: systemd-analyze security" check_security

@@ -128,10 +128,39 @@ impl Cache {
 
     /// A second connection for reading pages while this one writes.
     pub fn reader(&self) -> Result<Self> {
-        let conn = Connection::open_with_flags(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("could not open {}", self.path.display()))?;
+        Self::reader_of(&self.path)
+    }
+
+    /// A read-only connection to an existing cache.db, changing nothing.
+    pub fn reader_of(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("could not open {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        Ok(Self { conn, path: self.path.clone() })
+        Ok(Self { conn, path: path.to_owned() })
+    }
+
+    /// Write a consistent copy of the whole database to `target`.
+    pub fn copy_to(&self, target: &Path) -> Result<()> {
+        let target = target.to_str().with_context(|| format!("{} is not valid UTF-8", target.display()))?;
+        self.conn.execute("VACUUM INTO ?1", [target])?;
+        Ok(())
+    }
+
+    /// Forget media entirely (they were purged): a later update-db may then
+    /// add them afresh, e.g. a remote media fetched again under a new
+    /// filesystem id.
+    pub fn remove(&mut self, media: &[(String, String)]) -> Result<()> {
+        if media.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM media WHERE origin = ?1 AND media_id = ?2")?;
+            for (origin, media_id) in media {
+                stmt.execute(params![origin, media_id])?;
+            }
+        }
+        tx.commit().with_context(|| format!("could not write to {}", self.path.display()))
     }
 
     pub fn path(&self) -> &Path {

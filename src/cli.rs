@@ -37,9 +37,15 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_progress: bool,
 
-    /// The state file shared with s3_media_upload.
-    #[arg(long, global = true, env = "MEDIA_OFFLOAD_CACHE_DB", default_value = "cache.db", value_name = "PATH")]
-    pub cache_db: PathBuf,
+    /// The state file shared with s3_media_upload [default: cache_db from
+    /// --config, else ./cache.db].
+    #[arg(long, global = true, env = "MEDIA_OFFLOAD_CACHE_DB", value_name = "PATH")]
+    pub cache_db: Option<PathBuf>,
+
+    /// media-offload's own YAML config file (see docs/operations.md); keys it
+    /// leaves out come from homeserver.yaml.
+    #[arg(long, global = true, env = "MEDIA_OFFLOAD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     /// If another run holds the lock, wait for it instead of exiting with code 75.
     #[arg(long, global = true)]
@@ -73,6 +79,15 @@ pub enum Command {
     Write(WriteArgs),
     /// Upload media to the object store; with --delete, remove verified local copies.
     Upload(UploadArgs),
+    /// The daily job: update-db, check-deleted and upload --delete in one
+    /// locked run, with settings from homeserver.yaml.
+    Migrate(MigrateArgs),
+    /// Remove media past a retention period from the database, the disk and
+    /// the object store (never avatars, quarantined or protected media).
+    Purge(PurgeArgs),
+    /// Find inconsistencies between the database, the disk and the store;
+    /// with --fix, remove the orphans.
+    Check(CheckArgs),
     /// Generate a demo homeserver (SQLite + media store) and offload it to a local directory.
     Demo(DemoArgs),
     /// Print a shell completion script.
@@ -170,6 +185,113 @@ pub struct UploadArgs {
     pub dry_run: bool,
 }
 
+/// Where the homeserver, its media and the object store are. Unset values
+/// come from the environment (MEDIA_OFFLOAD_<NAME>), the --config file, and
+/// homeserver.yaml (media_store_path and the S3 storage provider's config),
+/// in that order. Secrets never go on the command line: see
+/// docs/operations.md.
+#[derive(Debug, Args, Default, Clone)]
+pub struct StoreFlags {
+    /// The homeserver config [default: homeserver.yaml].
+    #[arg(long, value_name = "PATH")]
+    pub homeserver_config_path: Option<PathBuf>,
+
+    /// The media store directory [default: media_store_path in homeserver.yaml].
+    #[arg(long, value_name = "PATH")]
+    pub media_store_path: Option<PathBuf>,
+
+    /// The S3 bucket, or a local directory store (/path or file:///path).
+    #[arg(long)]
+    pub bucket: Option<String>,
+
+    /// S3 endpoint URL (path-style addressing is used with it).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// S3 region.
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Prefix of the object keys.
+    #[arg(long)]
+    pub prefix: Option<String>,
+
+    /// S3 storage class for new objects [default: STANDARD].
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(STORAGE_CLASSES))]
+    pub storage_class: Option<String>,
+
+    /// Read the SSE-C key from this file.
+    #[arg(long, value_name = "PATH")]
+    pub sse_customer_key_file: Option<PathBuf>,
+
+    /// Algorithm for SSE-C [default: AES256].
+    #[arg(long, value_name = "ALGO")]
+    pub sse_customer_algo: Option<String>,
+
+    /// How many media to process at once [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Offload media not accessed for this long [default: duration from
+    /// --config, else 30d].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// Show what would be uploaded and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub store: StoreFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Purge cached remote media not accessed for this long [default:
+    /// purge.remote_older_than from --config, else media_retention.remote_media_lifetime].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub remote_older_than: Option<Duration>,
+
+    /// Also purge local media not accessed for this long [default:
+    /// purge.local_older_than from --config, else media_retention.local_media_lifetime].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub local_older_than: Option<Duration>,
+
+    /// Only local media larger than this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub size_gt: Option<u64>,
+
+    /// List every row, file and object that would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub store: StoreFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Remove orphans: thumbnails without media, unknown files and unknown
+    /// objects older than the grace period. Lost media are only reported.
+    #[arg(long)]
+    pub fix: bool,
+
+    /// Ignore files and objects younger than this (Synapse writes a file
+    /// before its row) [default: check.grace_period from --config, else 1h].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub grace_period: Option<Duration>,
+
+    /// How many examples of each finding to print.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub samples: usize,
+
+    #[command(flatten)]
+    pub store: StoreFlags,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where to create the demo homeserver (must not exist yet, or be an earlier demo).
@@ -205,6 +327,10 @@ mod tests {
               "--endpoint-url", "https://s3.example", "--prefix", "media/", "--sse-customer-key", "k",
               "--sse-customer-algo", "AES256"],
             &["x", "--no-progress", "upload", "/media", "bucket", "--storage-class"],
+            &["x", "--config", "c.yaml", "migrate"],
+            &["x", "migrate", "--duration", "30d", "--bucket", "b", "--concurrency", "4", "--dry-run"],
+            &["x", "purge", "--remote-older-than", "30d", "--local-older-than", "1y", "--size-gt", "1000"],
+            &["x", "check", "--fix", "--grace-period", "2h", "--json"],
         ];
         for line in lines {
             Cli::try_parse_from(*line).unwrap_or_else(|e| panic!("{line:?}: {e}"));

@@ -1,5 +1,6 @@
 //! Durations as `s3_media_upload` spells them: an integer and one of
-//! `s`, `h`, `d`, `m` (30 days) or `y` (365 days).
+//! `s`, `h`, `d`, `m` (30 days) or `y` (365 days); and as Synapse's config
+//! spells them (`media_retention`), where `m` is a minute.
 
 use std::time::Duration;
 
@@ -34,6 +35,46 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {text:?}: number too large"))
 }
 
+/// A duration as Synapse's config parser reads it: a number of
+/// milliseconds, or a number followed by ms, s, m (minutes), h, d, w or y.
+pub fn parse_synapse_duration(value: &serde_yaml_ng::Value) -> Result<Duration, String> {
+    const EXPECTED: &str = "expected milliseconds or a number followed by ms, s, m (minutes), h, d, w or y, e.g. 90d";
+    let text = match value {
+        serde_yaml_ng::Value::Number(n) => n.to_string(),
+        serde_yaml_ng::Value::String(s) => s.trim().to_owned(),
+        _ => return Err(format!("{EXPECTED}, found something else")),
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_ms: u64 = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        "y" => 365 * 86_400_000,
+        _ => return Err(format!("invalid duration {text:?}: {EXPECTED}")),
+    };
+    let count: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}: {EXPECTED}"))?;
+    count
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms <= i64::MAX as u64)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("invalid duration {text:?}: number too large"))
+}
+
+/// A duration the way a user wrote it: `30d`, `12h`, else humantime's words.
+pub fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
 /// Milliseconds since the epoch, `duration` before now: the cut-off that
 /// Synapse's `last_access_ts`/`created_ts` columns are compared with.
 pub fn cutoff_ms(duration: Duration) -> i64 {
@@ -63,6 +104,19 @@ mod tests {
         for bad in ["", "d", "5", "5x", "-1d", "+1d", " 1d", "1.5d", "1dd", "ä", "99999999999999999999y"] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("duration"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn synapse_units() {
+        let v = |t: &str| parse_synapse_duration(&serde_yaml_ng::from_str(t).unwrap());
+        assert_eq!(v("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(v("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(v("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(v("1500"), Ok(Duration::from_millis(1500)));
+        assert_eq!(v("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["soon", "1.5d", "-1d", "d", "[1]"] {
+            assert!(v(bad).is_err(), "{bad}");
         }
     }
 

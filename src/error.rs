@@ -18,6 +18,8 @@ pub enum ExitCode {
     Usage = 2,
     /// The run finished but some items failed; their files were kept.
     Partial = 3,
+    /// `check` found inconsistencies (left over, after `--fix`).
+    Found = 4,
     /// Another run holds the lock (`EX_TEMPFAIL`: try again later).
     Locked = 75,
 }
@@ -32,6 +34,8 @@ pub enum Failure {
     Locked(PathBuf),
     #[error("{count} item(s) failed; see the messages above (their local files were kept)")]
     Partial { count: u64 },
+    #[error("{count} inconsistencies found; see the report above")]
+    Found { count: u64 },
 }
 
 impl Failure {
@@ -39,6 +43,7 @@ impl Failure {
         match self {
             Failure::Locked(_) => ExitCode::Locked,
             Failure::Partial { .. } => ExitCode::Partial,
+            Failure::Found { .. } => ExitCode::Found,
         }
     }
 }

@@ -34,16 +34,38 @@ const REMOTE_SQL: &str = "SELECT media_origin, media_id, filesystem_id FROM remo
 /// Rows fetched from the PostgreSQL cursor per round trip.
 const FETCH_SIZE: i32 = 5000;
 
+/// A query parameter, for either database.
+#[derive(Debug, Clone)]
+pub enum Param {
+    Int(i64),
+    Text(String),
+}
+
 impl HomeserverDb {
+    /// A connection for reading only (update-db, check).
     pub fn connect(config: &DbConfig) -> Result<Self> {
+        Self::open(config, false)
+    }
+
+    /// A connection that may delete rows (purge, check --fix).
+    pub fn connect_writable(config: &DbConfig) -> Result<Self> {
+        Self::open(config, true)
+    }
+
+    fn open(config: &DbConfig, writable: bool) -> Result<Self> {
         match config {
             DbConfig::Sqlite { path } => {
                 if !path.is_file() {
                     bail!("homeserver SQLite database {} does not exist", path.display());
                 }
+                let mode = if writable {
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                } else {
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                };
                 let conn = rusqlite::Connection::open_with_flags(
                     path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    mode | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .with_context(|| format!("could not open homeserver SQLite database {}", path.display()))?;
                 conn.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -63,20 +85,27 @@ impl HomeserverDb {
         cutoff_ms: i64,
         mut each: impl FnMut(Candidate) -> Result<()>,
     ) -> Result<()> {
-        let sql = match kind {
-            MediaKind::Local => LOCAL_SQL,
-            MediaKind::Remote => REMOTE_SQL,
+        let (sql, table) = match kind {
+            MediaKind::Local => (LOCAL_SQL, "local_media_repository"),
+            MediaKind::Remote => (REMOTE_SQL, "remote_media_cache"),
         };
-        let table = match kind {
-            MediaKind::Local => "local_media_repository",
-            MediaKind::Remote => "remote_media_cache",
-        };
-        let make = |origin: String, media_id: String, filesystem_id: String| Candidate {
-            origin,
-            media_id,
-            filesystem_id,
-            kind,
-        };
+        self.for_each_row(sql, &[Param::Int(cutoff_ms)], table, |mut row| {
+            let mut text = |i: usize| row.get_mut(i).and_then(Option::take).unwrap_or_default();
+            each(Candidate { origin: text(0), media_id: text(1), filesystem_id: text(2), kind })
+        })
+    }
+}
+
+impl HomeserverDb {
+    /// Call `each` with every row of `sql` (text columns, `$n` parameters),
+    /// streamed: a cursor on PostgreSQL, a stepping statement on SQLite.
+    pub fn for_each_row(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        what: &str,
+        mut each: impl FnMut(Vec<Option<String>>) -> Result<()>,
+    ) -> Result<()> {
         match self {
             Self::Postgres(client) => {
                 let mut tx = client
@@ -85,33 +114,101 @@ impl HomeserverDb {
                     .start()
                     .context("could not start a read-only transaction on the homeserver database")?;
                 let portal = tx
-                    .bind(sql, &[&cutoff_ms])
-                    .with_context(|| format!("could not query {table} in the homeserver database"))?;
+                    .bind(sql, &pg_params(params))
+                    .with_context(|| format!("could not query {what} in the homeserver database"))?;
                 loop {
                     let rows = tx
                         .query_portal(&portal, FETCH_SIZE)
-                        .with_context(|| format!("reading {table} from the homeserver database"))?;
+                        .with_context(|| format!("reading {what} from the homeserver database"))?;
                     if rows.is_empty() {
                         break;
                     }
                     for row in rows {
-                        each(make(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))?;
+                        each((0..row.len()).map(|i| row.try_get(i)).collect::<Result<_, _>>()?)?;
                     }
                 }
                 tx.commit()?;
             }
             Self::Sqlite(conn) => {
                 let mut stmt = conn
-                    .prepare(&sql.replace("$1", "?1"))
-                    .with_context(|| format!("could not query {table} in the homeserver database"))?;
-                let mut rows = stmt.query([cutoff_ms])?;
-                while let Some(row) = rows.next().with_context(|| format!("reading {table}"))? {
-                    each(make(row.get(0)?, row.get(1)?, row.get(2)?))?;
+                    .prepare(&sqlite_sql(sql))
+                    .with_context(|| format!("could not query {what} in the homeserver database"))?;
+                let n = stmt.column_count();
+                let mut rows = stmt.query(rusqlite::params_from_iter(sqlite_params(params)))?;
+                while let Some(row) = rows.next().with_context(|| format!("reading {what}"))? {
+                    each((0..n).map(|i| row.get(i)).collect::<Result<_, _>>()?)?;
                 }
             }
         }
         Ok(())
     }
+
+    /// Run `statements` in one transaction; returns the rows each changed.
+    /// A statement with a `None` guard runs only if the statement at that
+    /// index changed a row.
+    pub fn transaction(&mut self, statements: &[(&str, Vec<Param>, Option<usize>)]) -> Result<Vec<u64>> {
+        let mut changed = Vec::with_capacity(statements.len());
+        match self {
+            Self::Postgres(client) => {
+                let mut tx = client.transaction().context("could not start a transaction on the homeserver database")?;
+                for (sql, params, guard) in statements {
+                    if guard.is_some_and(|g| changed[g] == 0) {
+                        changed.push(0);
+                        continue;
+                    }
+                    changed.push(tx.execute(*sql, &pg_params(params)).map_err(|e| anyhow!(pg_error_text(&e)))?);
+                }
+                tx.commit().map_err(|e| anyhow!("could not commit to the homeserver database: {}", pg_error_text(&e)))?;
+            }
+            Self::Sqlite(conn) => {
+                let tx = conn.transaction().context("could not start a transaction on the homeserver database")?;
+                for (sql, params, guard) in statements {
+                    if guard.is_some_and(|g| changed[g] == 0) {
+                        changed.push(0);
+                        continue;
+                    }
+                    let mut stmt = tx.prepare_cached(&sqlite_sql(sql))?;
+                    changed.push(stmt.execute(rusqlite::params_from_iter(sqlite_params(params)))? as u64);
+                }
+                tx.commit().context("could not commit to the homeserver database")?;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+fn pg_params(params: &[Param]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Int(i) => i as &(dyn postgres::types::ToSql + Sync),
+            Param::Text(t) => t as &(dyn postgres::types::ToSql + Sync),
+        })
+        .collect()
+}
+
+fn sqlite_params(params: &[Param]) -> Vec<rusqlite::types::Value> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Int(i) => rusqlite::types::Value::Integer(*i),
+            Param::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        })
+        .collect()
+}
+
+/// `$1` placeholders as SQLite spells them (`?1`).
+fn sqlite_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn connect_postgres(s: &PgSettings) -> Result<postgres::Client> {

@@ -21,18 +21,29 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let bars = !cli.no_progress && std::io::stderr().is_terminal();
     report::init(cli.verbose, cli.quiet, bars);
-    let ctx = Context {
-        cache_db: cli.cache_db.clone(),
-        lock: if cli.wait { LockMode::Wait } else { LockMode::Fail },
-        json: cli.json,
+    let lock = if cli.wait { LockMode::Wait } else { LockMode::Fail };
+    let result = Context::new(cli.cache_db.clone(), cli.config.as_deref(), lock, cli.json).and_then(|ctx| dispatch(&cli, &ctx));
+    let code = match result {
+        Ok(()) => ExitCode::Success,
+        Err(err) => {
+            report::fatal(&err);
+            exit_code_for(&err)
+        }
     };
-    let result = match &cli.command {
-        Command::UpdateDb(a) => commands::update_db::run(&ctx, &a.selection),
-        Command::CheckDeleted(a) => commands::check_deleted::run(&ctx, &a.base_path),
-        Command::Update(a) => commands::update::run(&ctx, &a.base_path, &a.selection),
-        Command::Write(a) => commands::write::run(&ctx, &a.out),
-        Command::Upload(a) => commands::upload::run(&ctx, a),
-        Command::Demo(a) => commands::demo::run(&ctx, &a.dir, a.files),
+    std::process::ExitCode::from(code as u8)
+}
+
+fn dispatch(cli: &Cli, ctx: &Context) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::UpdateDb(a) => commands::update_db::run(ctx, &a.selection),
+        Command::CheckDeleted(a) => commands::check_deleted::run(ctx, &a.base_path),
+        Command::Update(a) => commands::update::run(ctx, &a.base_path, &a.selection),
+        Command::Write(a) => commands::write::run(ctx, &a.out),
+        Command::Upload(a) => commands::upload::run(ctx, a),
+        Command::Migrate(a) => commands::migrate::run(ctx, a),
+        Command::Purge(a) => commands::purge::run(ctx, a),
+        Command::Check(a) => commands::check::run(ctx, a),
+        Command::Demo(a) => commands::demo::run(ctx, &a.dir, a.files),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "media-offload", &mut script);
@@ -42,13 +53,5 @@ fn main() -> std::process::ExitCode {
             let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut page).map_err(Into::into).and_then(|()| write_stdout(&page))
         }
-    };
-    let code = match result {
-        Ok(()) => ExitCode::Success,
-        Err(err) => {
-            report::fatal(&err);
-            exit_code_for(&err)
-        }
-    };
-    std::process::ExitCode::from(code as u8)
+    }
 }

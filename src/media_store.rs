@@ -78,6 +78,70 @@ impl MediaPaths {
     }
 }
 
+/// What a path in the media store (or an object key without its prefix)
+/// belongs to, read back from Synapse's layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    pub kind: MediaKind,
+    /// Empty for local media.
+    pub origin: String,
+    /// The filesystem id (the media id, for local media).
+    pub filesystem_id: String,
+    /// A file in the media's thumbnail folder.
+    pub thumbnail: bool,
+}
+
+impl StoredFile {
+    /// `local_content/ab/cd/rest`, `local_thumbnails/ab/cd/rest/<file>`,
+    /// `remote_content/<origin>/ab/cd/rest` or
+    /// `remote_thumbnail/<origin>/ab/cd/rest/<file>`; anything else is None.
+    pub fn parse(rel: &str) -> Option<Self> {
+        let parts: Vec<&str> = rel.split('/').collect();
+        let (kind, thumbnail, origin, rest) = match *parts.first()? {
+            "local_content" => (MediaKind::Local, false, "", &parts[1..]),
+            "local_thumbnails" => (MediaKind::Local, true, "", &parts[1..]),
+            "remote_content" => (MediaKind::Remote, false, *parts.get(1)?, &parts[2..]),
+            "remote_thumbnail" => (MediaKind::Remote, true, *parts.get(1)?, &parts[2..]),
+            _ => return None,
+        };
+        let want = if thumbnail { 4 } else { 3 };
+        if rest.len() != want || rest.iter().chain([&origin].into_iter().filter(|o| !o.is_empty())).any(|p| check_component(p).is_err()) {
+            return None;
+        }
+        if rest[0].chars().count() != 2 || rest[1].chars().count() != 2 {
+            return None;
+        }
+        Some(Self { kind, origin: origin.to_owned(), filesystem_id: format!("{}{}{}", rest[0], rest[1], rest[2]), thumbnail })
+    }
+}
+
+/// Remove a media's files (original and thumbnails, never following a
+/// symlink) and the folders that leaves empty. Returns the files and bytes
+/// removed; the first error stops it (the rest is left for a rerun).
+pub fn remove_media_files(base: &Path, paths: &MediaPaths) -> io::Result<(u64, u64)> {
+    let (files, skipped) = local_files(base, paths)?;
+    if let Some(s) = skipped.first() {
+        return Err(io::Error::other(format!("{s}; left in place")));
+    }
+    let (mut count, mut bytes) = (0, 0);
+    for file in &files {
+        match std::fs::remove_file(base.join(&file.rel)) {
+            Ok(()) => {
+                count += 1;
+                bytes += file.size;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(with_path(e, &file.rel)),
+        }
+    }
+    match std::fs::remove_dir(base.join(&paths.thumbnail_dir)) {
+        Ok(()) => prune_empty_dirs(base, &paths.thumbnail_dir),
+        Err(_) => prune_empty_dirs(base, &format!("{}/x", paths.thumbnail_dir)),
+    }
+    prune_empty_dirs(base, &paths.original);
+    Ok((count, bytes))
+}
+
 /// One path component from a database value or a directory listing.
 pub fn check_component(piece: &str) -> Result<(), &'static str> {
     if piece.is_empty() {
@@ -268,6 +332,19 @@ fn with_path(e: io::Error, rel: &str) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_paths_parse_back() {
+        let p = MediaPaths::new("matrix.org", "m", "XyZ12345", MediaKind::Remote).unwrap();
+        let f = StoredFile::parse(&p.original).unwrap();
+        assert_eq!((f.kind, f.origin.as_str(), f.filesystem_id.as_str(), f.thumbnail), (MediaKind::Remote, "matrix.org", "XyZ12345", false));
+        let f = StoredFile::parse("local_thumbnails/ab/cd/efgh/32-32-image-png-crop").unwrap();
+        assert_eq!((f.kind, f.filesystem_id.as_str(), f.thumbnail), (MediaKind::Local, "abcdefgh", true));
+        for bad in ["local_content/ab/cd", "local_content/abc/d/efgh", "url_cache/2024-01-01/x", "local_content/ab/cd/ef/gh",
+                    "remote_content/../ab/cd/ef", "local_thumbnails/ab/cd/efgh", ""] {
+            assert_eq!(StoredFile::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn layout_matches_synapse() {

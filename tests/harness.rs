@@ -53,6 +53,33 @@ fn synapse_schema_has_the_columns_synapse_defines() {
 }
 
 #[test]
+fn both_schema_flavours_have_the_avatar_tables_with_the_same_columns() {
+    let pg = PgDb::create();
+    let sqlite = Homeserver::sqlite();
+    let conn = rusqlite::Connection::open(sqlite.sqlite_path()).unwrap();
+    for table in ["profiles", "room_memberships", "user_directory", "room_stats_state"] {
+        let mut in_pg: Vec<String> = pg
+            .client()
+            .query("SELECT column_name::text FROM information_schema.columns WHERE table_name = $1", &[&table])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut in_sqlite: Vec<String> = conn
+            .prepare(&format!("PRAGMA table_info({table})"))
+            .unwrap()
+            .query_map([], |r| r.get(1))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        in_pg.sort();
+        in_sqlite.sort();
+        assert!(in_pg.contains(&"avatar_url".to_string()) || in_pg.contains(&"avatar".to_string()), "{table}: {in_pg:?}");
+        assert_eq!(in_pg, in_sqlite, "{table}");
+    }
+}
+
+#[test]
 fn fixture_writes_rows_and_files_at_synapse_paths() {
     for mut hs in [Homeserver::sqlite(), Homeserver::postgres()] {
         let l = hs.add(Media::local("abcdefghijkl").with_thumbs());

@@ -1,6 +1,7 @@
-//! `demo`: build a small homeserver (SQLite database + media store) and
-//! run the daily job on it into a local-directory store, so a newcomer can
-//! watch the tool work without any server.
+//! `demo`: build a small homeserver (SQLite database + media store), write
+//! a config file for it, and run the daily job (`migrate`) and `check` on
+//! it with a local-directory store, so a newcomer can watch the tool work
+//! without any server.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Context, check_deleted, update_db, upload};
-use crate::config::DbConfig;
+use super::{Context, check, migrate};
+use crate::cli::{CheckArgs, MigrateArgs, StoreFlags};
 use crate::report;
-use crate::store::local::LocalStore;
 
 /// Marks a folder as made by `demo`, so a rerun may replace it.
 const MARKER: &str = ".media-offload-demo";
@@ -35,6 +35,14 @@ CREATE TABLE remote_media_cache_thumbnails (
     media_origin TEXT, media_id TEXT, thumbnail_width INTEGER, thumbnail_height INTEGER,
     thumbnail_method TEXT, thumbnail_type TEXT, thumbnail_length INTEGER, filesystem_id TEXT,
     UNIQUE (media_origin, media_id, thumbnail_width, thumbnail_height, thumbnail_type, thumbnail_method));
+CREATE TABLE profiles (user_id TEXT NOT NULL, displayname TEXT, avatar_url TEXT, full_user_id TEXT);
+CREATE TABLE room_memberships (event_id TEXT NOT NULL, user_id TEXT NOT NULL, sender TEXT NOT NULL,
+    room_id TEXT NOT NULL, membership TEXT NOT NULL, forgotten INTEGER DEFAULT 0,
+    display_name TEXT, avatar_url TEXT, event_stream_ordering BIGINT);
+CREATE TABLE user_directory (user_id TEXT NOT NULL, room_id TEXT, display_name TEXT, avatar_url TEXT);
+CREATE TABLE room_stats_state (room_id TEXT NOT NULL, name TEXT, canonical_alias TEXT, join_rules TEXT,
+    history_visibility TEXT, encryption TEXT, avatar TEXT, guest_access TEXT, is_federatable BOOLEAN,
+    topic TEXT, room_type TEXT);
 ";
 
 /// A small deterministic generator: the demo needs variety, not secrecy.
@@ -70,28 +78,30 @@ pub fn run(ctx: &Context, dir: &Path, count: u32) -> Result<()> {
             db_path.display()
         ),
     )?;
+    std::fs::create_dir_all(dir.join("object-store"))?;
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "# media-offload's own settings for the demo (see docs/operations.md).\n\
+             homeserver_config_path: {0}/homeserver.yaml\ncache_db: {0}/cache.db\nduration: 30d\n\
+             concurrency: 8\n# A local directory store standing in for an S3 bucket.\nbucket: {0}/object-store\n",
+            dir.display()
+        ),
+    )?;
     report::say(&format!("Demo homeserver in {}: {local} local and {remote} remote media.", dir.display()));
     report::say(&format!("Offloading media not accessed for 30 days to {} ...\n", dir.join("object-store").display()));
 
-    let demo_ctx = Context { cache_db: dir.join("cache.db"), ..ctx.clone() };
-    let (_lock, mut cache) = demo_ctx.open_cache()?;
-    let db = DbConfig::Sqlite { path: db_path };
-    let synced = update_db::sync_with(&mut cache, &db, Duration::from_secs(30 * 86_400))?;
-    report::say(&format!("Synced {} new rows", synced.new_rows));
-    let checked = check_deleted::check(&mut cache, &media)?;
-    for line in checked.lines() {
-        report::say(&line);
-    }
-    std::fs::create_dir_all(dir.join("object-store"))?;
-    let store = LocalStore::open(&dir.join("object-store"))?;
-    let options = upload::Options { base: media.clone(), prefix: String::new(), delete: true, dry_run: false, concurrency: 8, json: ctx.json };
-    let totals = upload::upload(&mut cache, &store, &options)?;
-    upload::print_summary(ctx.json, &totals, false);
+    let demo_ctx = Context::new(None, Some(&config), ctx.lock, ctx.json)?;
+    migrate::run(&demo_ctx, &MigrateArgs { duration: None, dry_run: false, store: StoreFlags::default() })?;
+    report::say("\nChecking that every media is recoverable and nothing is orphaned ...\n");
+    check::run(&demo_ctx, &CheckArgs { fix: false, grace_period: None, samples: 5, store: StoreFlags::default() })?;
     report::say(&format!(
-        "\nRun it again to see that nothing is left to do:\n  media-offload --cache-db {0}/cache.db upload {0}/media_store {0}/object-store --delete",
-        dir.display()
+        "\nRun the daily job again to see that nothing is left to do:\n  media-offload --config {0} migrate\n\
+         Try a retention run (lists what it would delete):\n  media-offload --config {0} purge --remote-older-than 60d --dry-run",
+        config.display()
     ));
-    totals.into_result()
+    Ok(())
 }
 
 fn prepare_dir(dir: &Path) -> Result<PathBuf> {

@@ -6,9 +6,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::cache::{Cache, LockMode, RunLock};
+use crate::config::settings::LoadedFile;
 
+pub mod check;
 pub mod check_deleted;
 pub mod demo;
+pub mod migrate;
+pub mod purge;
 pub mod update;
 pub mod update_db;
 pub mod upload;
@@ -20,9 +24,19 @@ pub struct Context {
     pub cache_db: PathBuf,
     pub lock: LockMode,
     pub json: bool,
+    /// The --config file (empty if none was given).
+    pub file: LoadedFile,
 }
 
 impl Context {
+    /// The context of a run: the config file is read (and refused with a
+    /// clear error) before anything else happens.
+    pub fn new(cache_db: Option<PathBuf>, config: Option<&std::path::Path>, lock: LockMode, json: bool) -> Result<Self> {
+        let file = LoadedFile::load(config)?;
+        let cache_db = cache_db.or_else(|| file.config.cache_db.clone()).unwrap_or_else(|| PathBuf::from("cache.db"));
+        Ok(Self { cache_db, lock, json, file })
+    }
+
     /// Take the run lock, then open cache.db. The lock is released when the
     /// returned guard is dropped.
     pub fn open_cache(&self) -> Result<(RunLock, Cache)> {

@@ -8,7 +8,7 @@
 //! a rerun completes the job: objects are written whole or not at all,
 //! and a media is marked deleted only after all its files are gone.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -23,12 +23,9 @@ use crate::cli::UploadArgs;
 use crate::error::Failure;
 use crate::media_store::{self, LocalFile};
 use crate::report::{self, Progress, naturalsize};
-use crate::store::local::LocalStore;
-use crate::store::s3::{S3Options, S3Store, SseCustomerKey};
-use crate::store::{FileDigest, ObjectStore, Verdict, compare};
-
-/// Environment variable that may hold the SSE-C key (keeps it out of argv).
-pub const SSE_KEY_ENV: &str = "MEDIA_OFFLOAD_SSE_CUSTOMER_KEY";
+use crate::config::Secret;
+pub use crate::config::settings::SSE_KEY_ENV;
+use crate::store::{self, FileDigest, ObjectStore, StoreSettings, Verdict, compare, warn_if_readable_by_others};
 /// Finished media are recorded at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
@@ -73,7 +70,7 @@ struct MediaResult {
 }
 
 pub fn run(ctx: &Context, args: &UploadArgs) -> Result<()> {
-    let store = build_store(args)?;
+    let store = store::open(&store_settings(args)?, &args.base_path)?;
     let (_lock, mut cache) = ctx.open_cache()?;
     let options = Options {
         base: args.base_path.clone(),
@@ -99,93 +96,57 @@ impl Totals {
 }
 
 pub fn print_summary(json: bool, t: &Totals, dry_run: bool) {
-    let p = if dry_run { "(dry run) Would have " } else { "" };
-    let mut lines = vec![
-        format!("{p}Uploaded {} media out of {}", t.uploaded_media, t.media_total),
-        format!("{p}Uploaded {} files", t.uploaded_files),
-        format!("{p}Uploaded {}", naturalsize(t.uploaded_bytes)),
-        format!("{p}Deleted {} media", t.deleted_media),
-        format!("{p}Deleted {} files", t.deleted_files),
-        format!("{p}Deleted {}", naturalsize(t.deleted_bytes)),
-    ];
-    if t.already_present_files > 0 {
-        lines.push(format!("{} files were already in the store (verified)", t.already_present_files));
+    report::summary(json, &t.lines(dry_run), t.json(dry_run));
+}
+
+impl Totals {
+    /// The summary lines, worded as the Python tool words them.
+    pub fn lines(&self, dry_run: bool) -> Vec<String> {
+        let t = self;
+        let p = if dry_run { "(dry run) Would have " } else { "" };
+        let mut lines = vec![
+            format!("{p}Uploaded {} media out of {}", t.uploaded_media, t.media_total),
+            format!("{p}Uploaded {} files", t.uploaded_files),
+            format!("{p}Uploaded {}", naturalsize(t.uploaded_bytes)),
+            format!("{p}Deleted {} media", t.deleted_media),
+            format!("{p}Deleted {} files", t.deleted_files),
+            format!("{p}Deleted {}", naturalsize(t.deleted_bytes)),
+        ];
+        if t.already_present_files > 0 {
+            lines.push(format!("{} files were already in the store (verified)", t.already_present_files));
+        }
+        if t.failed_files + t.invalid_rows > 0 {
+            lines.push(format!(
+                "{} files failed and {} rows were refused; their local files were kept",
+                t.failed_files, t.invalid_rows
+            ));
+        }
+        lines
     }
-    if t.failed_files + t.invalid_rows > 0 {
-        lines.push(format!("{} files failed and {} rows were refused; their local files were kept", t.failed_files, t.invalid_rows));
-    }
-    report::summary(
-        json,
-        &lines,
+
+    pub fn json(&self, dry_run: bool) -> serde_json::Value {
+        let t = self;
         json!({"command": "upload", "dry_run": dry_run, "media_total": t.media_total,
                "uploaded_media": t.uploaded_media, "uploaded_files": t.uploaded_files,
                "uploaded_bytes": t.uploaded_bytes, "already_present_files": t.already_present_files,
                "deleted_media": t.deleted_media, "deleted_files": t.deleted_files,
-               "deleted_bytes": t.deleted_bytes, "failed_files": t.failed_files, "invalid_rows": t.invalid_rows}),
-    );
+               "deleted_bytes": t.deleted_bytes, "failed_files": t.failed_files, "invalid_rows": t.invalid_rows})
+    }
 }
 
-/// Where a BUCKET argument points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target<'a> {
-    Directory(&'a Path),
-    Bucket(&'a str),
-}
-
-/// A directory is spelled unmistakably (`/...`, `./...`, `../...`,
-/// `file:///...`); anything else with a `/` or a scheme is a mistake that
-/// must not silently become a folder on the local disk.
-pub fn parse_target(bucket: &str) -> Result<Target<'_>> {
-    const HINT: &str = "a local directory store starts with /, ./, ../ or file://";
-    if let Some(path) = bucket.strip_prefix("file://") {
-        if !path.starts_with('/') {
-            bail!("BUCKET {bucket:?}: a file:// store needs an absolute path, e.g. file:///srv/media-archive");
-        }
-        return Ok(Target::Directory(Path::new(path)));
-    }
-    if bucket.starts_with('/') || bucket.starts_with("./") || bucket.starts_with("../") {
-        return Ok(Target::Directory(Path::new(bucket)));
-    }
-    if bucket.contains("://") {
-        bail!("BUCKET {bucket:?}: give the bucket name alone, and the service with --endpoint-url ({HINT})");
-    }
-    if bucket.contains('/') {
-        bail!("BUCKET {bucket:?} contains '/': give the bucket name alone and the rest with --prefix ({HINT})");
-    }
-    if bucket.is_empty() {
-        bail!("BUCKET is empty");
-    }
-    Ok(Target::Bucket(bucket))
-}
-
-/// The store a BUCKET argument names.
-pub fn build_store(args: &UploadArgs) -> Result<Box<dyn ObjectStore>> {
-    if let Target::Directory(dir) = parse_target(&args.bucket)? {
-        if args.endpoint_url.is_some() {
-            bail!("--endpoint-url is for S3; {:?} is a local directory store", args.bucket);
-        }
-        let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
-        if same(dir, &args.base_path) {
-            bail!("the store directory {} is the media store itself", dir.display());
-        }
-        return Ok(Box::new(LocalStore::open(dir)?));
-    }
-    let algorithm = if args.sse_customer_algo.is_empty() { "AES256" } else { &args.sse_customer_algo };
-    let sse = match sse_key(args)? {
-        Some(raw) => {
-            if algorithm == "AES256" && raw.len() != 32 {
-                bail!("the SSE-C key must be 32 bytes for AES256, this one has {} (the key itself is not shown)", raw.len());
-            }
-            Some(SseCustomerKey::new(raw.as_bytes(), algorithm))
-        }
-        None => None,
-    };
-    Ok(Box::new(S3Store::new(S3Options {
+/// The store settings an `upload` command line gives (credentials from
+/// the AWS SDK's default chain, as boto3 takes them).
+pub fn store_settings(args: &UploadArgs) -> Result<StoreSettings> {
+    Ok(StoreSettings {
         bucket: args.bucket.clone(),
         endpoint_url: args.endpoint_url.clone(),
+        region: None,
         storage_class: args.storage_class.clone(),
-        sse,
-    })?))
+        prefix: args.prefix.clone(),
+        sse_key: sse_key(args)?.map(Secret),
+        sse_algorithm: args.sse_customer_algo.clone(),
+        credentials: None,
+    })
 }
 
 fn sse_key(args: &UploadArgs) -> Result<Option<String>> {
@@ -204,13 +165,6 @@ fn sse_key(args: &UploadArgs) -> Result<Option<String>> {
         return Ok(Some(key));
     }
     Ok(std::env::var(SSE_KEY_ENV).ok().filter(|k| !k.is_empty()))
-}
-
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0) {
-        log::warn!("{} holds a secret but is readable by others; chmod 600 it", path.display());
-    }
 }
 
 /// The work of `upload`, shared with `demo`.
@@ -429,22 +383,6 @@ fn process_file(store: &dyn ObjectStore, opts: &Options, file: &LocalFile, resul
         Err(e) => {
             log::error!("deleting {}: {e}", path.display());
             result.failed_files += 1;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bucket_arguments() {
-        assert_eq!(parse_target("my-bucket").unwrap(), Target::Bucket("my-bucket"));
-        assert_eq!(parse_target("/srv/a").unwrap(), Target::Directory(Path::new("/srv/a")));
-        assert_eq!(parse_target("./a").unwrap(), Target::Directory(Path::new("./a")));
-        assert_eq!(parse_target("file:///srv/a").unwrap(), Target::Directory(Path::new("/srv/a")));
-        for bad in ["s3://my-bucket", "my-bucket/media", "file://relative", "https://x/y", ""] {
-            assert!(parse_target(bad).is_err(), "{bad:?}");
         }
     }
 }

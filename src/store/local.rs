@@ -7,8 +7,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{FileDigest, ObjectInfo, ObjectStore, StoreError};
-use crate::media_store::check_component;
+use super::{FileDigest, Listed, ObjectInfo, ObjectStore, StoreError};
+use crate::media_store::{check_component, prune_empty_dirs};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -100,5 +100,49 @@ impl ObjectStore for LocalStore {
         }
         result?;
         self.head(key)?.ok_or_else(|| StoreError(format!("{} vanished after writing", target.display())))
+    }
+
+    fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        // Walk only the folder the prefix names (up to its last '/'), then
+        // filter by the rest; keys use '/' whatever the platform.
+        let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        let start = self.path_of(dir_part)?;
+        let mut stack = vec![(start, dir_part.to_owned())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError(format!("listing {}: {e}", dir.display()))),
+            };
+            let mut names: Vec<_> = entries
+                .map(|e| e.map_err(|e| StoreError(format!("listing {}: {e}", dir.display()))))
+                .collect::<Result<_, _>>()?;
+            names.sort_by_key(|e| e.file_name());
+            for entry in names.into_iter().rev() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let key = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+                let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
+                if meta.is_dir() {
+                    if key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")) {
+                        stack.push((entry.path(), key));
+                    }
+                } else if meta.is_file() && key.starts_with(prefix) && !name.ends_with(".media-offload.tmp") {
+                    each(Listed { key, size: meta.len(), modified: meta.modified().ok() })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                prune_empty_dirs(&self.root, key);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError(format!("deleting {}: {e}", path.display()))),
+        }
     }
 }

@@ -8,7 +8,12 @@ use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
+use anyhow::bail;
 use md5::{Digest as _, Md5};
+
+use crate::config::Secret;
+use local::LocalStore;
+use s3::{S3Options, S3Store, SseCustomerKey};
 
 pub mod local;
 pub mod s3;
@@ -43,6 +48,120 @@ pub trait ObjectStore: Send + Sync {
     /// Part size if a file of `size` bytes goes up in parts.
     fn part_size(&self, _size: u64) -> Option<u64> {
         None
+    }
+    /// Call `each` for every object whose key starts with `prefix`, page by
+    /// page (memory stays flat however many objects there are).
+    fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError>;
+    /// Delete the object at `key`; an absent object is not an error.
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// S3 access keys given explicitly (otherwise the AWS SDK's default
+/// credential chain applies: environment, profile, instance role).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+/// What it takes to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// A bucket name, or a directory (`/...`, `./...`, `file:///...`).
+    pub bucket: String,
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub storage_class: String,
+    pub prefix: String,
+    /// The raw SSE-C key, as s3_media_upload takes it.
+    pub sse_key: Option<Secret>,
+    pub sse_algorithm: String,
+    pub credentials: Option<Credentials>,
+}
+
+/// Where a BUCKET setting points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    Directory(&'a Path),
+    Bucket(&'a str),
+}
+
+/// A directory is spelled unmistakably (`/...`, `./...`, `../...`,
+/// `file:///...`); anything else with a `/` or a scheme is a mistake that
+/// must not silently become a folder on the local disk.
+pub fn parse_target(bucket: &str) -> anyhow::Result<Target<'_>> {
+    const HINT: &str = "a local directory store starts with /, ./, ../ or file://";
+    if let Some(path) = bucket.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            bail!("BUCKET {bucket:?}: a file:// store needs an absolute path, e.g. file:///srv/media-archive");
+        }
+        return Ok(Target::Directory(Path::new(path)));
+    }
+    if bucket.starts_with('/') || bucket.starts_with("./") || bucket.starts_with("../") {
+        return Ok(Target::Directory(Path::new(bucket)));
+    }
+    if bucket.contains("://") {
+        bail!("BUCKET {bucket:?}: give the bucket name alone, and the service with --endpoint-url ({HINT})");
+    }
+    if bucket.contains('/') {
+        bail!("BUCKET {bucket:?} contains '/': give the bucket name alone and the rest with --prefix ({HINT})");
+    }
+    if bucket.is_empty() {
+        bail!("BUCKET is empty");
+    }
+    Ok(Target::Bucket(bucket))
+}
+
+/// Open the store the settings name; `media_store` is the local media
+/// store, which a directory store must not be.
+pub fn open(settings: &StoreSettings, media_store: &Path) -> anyhow::Result<Box<dyn ObjectStore>> {
+    if let Target::Directory(dir) = parse_target(&settings.bucket)? {
+        if settings.endpoint_url.is_some() {
+            bail!("an endpoint URL is for S3; {:?} is a local directory store", settings.bucket);
+        }
+        let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        if same(dir, media_store) {
+            bail!("the store directory {} is the media store itself", dir.display());
+        }
+        return Ok(Box::new(LocalStore::open(dir)?));
+    }
+    let algorithm = if settings.sse_algorithm.is_empty() { "AES256" } else { &settings.sse_algorithm };
+    let sse = match &settings.sse_key {
+        Some(raw) => {
+            if algorithm == "AES256" && raw.0.len() != 32 {
+                bail!(
+                    "the SSE-C key must be 32 bytes for AES256, this one has {} (the key itself is not shown)",
+                    raw.0.len()
+                );
+            }
+            Some(SseCustomerKey::new(raw.0.as_bytes(), algorithm))
+        }
+        None => None,
+    };
+    Ok(Box::new(S3Store::new(S3Options {
+        bucket: settings.bucket.clone(),
+        endpoint_url: settings.endpoint_url.clone(),
+        region: settings.region.clone(),
+        storage_class: settings.storage_class.clone(),
+        sse,
+        credentials: settings.credentials.clone(),
+    })?))
+}
+
+/// Warn when a file holding a secret can be read by others.
+pub fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0) {
+        log::warn!("{} holds a secret but is readable by others; chmod 600 it", path.display());
     }
 }
 
@@ -159,6 +278,17 @@ mod tests {
         assert!(d.unchanged(&path));
         std::fs::write(&path, b"x").unwrap();
         assert!(!d.unchanged(&path));
+    }
+
+    #[test]
+    fn bucket_arguments() {
+        assert_eq!(parse_target("my-bucket").unwrap(), Target::Bucket("my-bucket"));
+        assert_eq!(parse_target("/srv/a").unwrap(), Target::Directory(Path::new("/srv/a")));
+        assert_eq!(parse_target("./a").unwrap(), Target::Directory(Path::new("./a")));
+        assert_eq!(parse_target("file:///srv/a").unwrap(), Target::Directory(Path::new("/srv/a")));
+        for bad in ["s3://my-bucket", "my-bucket/media", "file://relative", "https://x/y", ""] {
+            assert!(parse_target(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest as _, Md5};
 
-use super::{FileDigest, ObjectInfo, ObjectStore, StoreError, parse_md5};
+use super::{FileDigest, Listed, ObjectInfo, ObjectStore, StoreError, parse_md5};
 
 /// Files larger than this go up in parts (boto3's default threshold).
 pub const MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
@@ -62,8 +62,10 @@ impl std::fmt::Debug for SseCustomerKey {
 pub struct S3Options {
     pub bucket: String,
     pub endpoint_url: Option<String>,
+    pub region: Option<String>,
     pub storage_class: String,
     pub sse: Option<SseCustomerKey>,
+    pub credentials: Option<super::Credentials>,
 }
 
 pub struct S3Store {
@@ -79,9 +81,23 @@ impl S3Store {
             .thread_name("s3-io")
             .enable_all()
             .build()?;
+        let region = match &options.region {
+            Some(r) => RegionProviderChain::first_try(Region::new(r.clone())),
+            None => RegionProviderChain::default_provider().or_else(Region::new("us-east-1")),
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(c) = &options.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.0.clone(),
+                c.session_token.as_ref().map(|t| t.0.clone()),
+                None,
+                "media-offload settings",
+            ));
+        }
         let shared = runtime.block_on(
-            aws_config::defaults(BehaviorVersion::latest())
-                .region(RegionProviderChain::default_provider().or_else(Region::new("us-east-1")))
+            loader
+                .region(region)
                 .retry_config(
                     RetryConfig::standard().with_max_attempts(8).with_initial_backoff(Duration::from_millis(200)),
                 )
@@ -380,6 +396,42 @@ impl ObjectStore for S3Store {
         // nothing here; the server checked Content-MD5 on receipt.
         let info = self.head(key)?.ok_or_else(|| StoreError(format!("{key}: object missing right after upload")))?;
         Ok(ObjectInfo { size: info.size, md5: None })
+    }
+
+    fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .runtime
+                .block_on(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.options.bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| sdk_error("LIST", prefix, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let modified = object.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                each(Listed { key: key.to_owned(), size: object.size().unwrap_or(0).max(0) as u64, modified })?;
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.runtime
+            .block_on(self.client.delete_object().bucket(&self.options.bucket).key(key).send())
+            .map(|_| ())
+            .or_else(|e| match e {
+                SdkError::ServiceError(ref se) if se.raw().status().as_u16() == 404 => Ok(()),
+                e => Err(sdk_error("DELETE", key, e)),
+            })
     }
 
     fn part_size(&self, size: u64) -> Option<u64> {

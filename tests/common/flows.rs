@@ -7,6 +7,7 @@ use super::run::{run, run_python, Out};
 use super::s3::S3;
 use super::store::{files_under, Homeserver, Media};
 use super::test_env;
+use super::yaml::{pstr, Params};
 
 /// Where uploads go: an S3 bucket or a local directory store.
 pub enum Dest<'a> {
@@ -38,6 +39,20 @@ impl Homeserver {
 
     pub fn mo_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Out {
         run(args, self.cwd(), envs)
+    }
+
+    /// `media-offload ARGS --bucket B --endpoint-url MOTO --prefix P`: ARGS
+    /// (ending with migrate, purge or check and its own flags) with the
+    /// store flags those subcommands share.
+    pub fn mo_store(&self, s3: &S3, prefix: &str, args: &[&str]) -> Out {
+        self.mo_store_env(s3, prefix, args, &[])
+    }
+
+    pub fn mo_store_env(&self, s3: &S3, prefix: &str, args: &[&str], envs: &[(&str, &str)]) -> Out {
+        let flags = s3.store_flags(prefix);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(flags.iter().map(String::as_str));
+        self.mo_env(&all, envs)
     }
 
     /// The Python tool in this homeserver's directory.
@@ -191,4 +206,25 @@ pub fn keys_of(media: &[&Media], prefix: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+impl S3 {
+    /// `--bucket B --endpoint-url MOTO --prefix P`.
+    pub fn store_flags(&self, prefix: &str) -> Vec<String> {
+        ["--bucket", &self.bucket, "--endpoint-url", &self.endpoint, "--prefix", prefix]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// The S3 storage provider's `config` for this bucket on moto, keys
+    /// under `prefix` (credentials are up to the caller).
+    pub fn provider_config(&self, prefix: &str) -> Params {
+        vec![
+            pstr("bucket", &self.bucket),
+            pstr("endpoint_url", &self.endpoint),
+            pstr("region_name", "us-east-1"),
+            pstr("prefix", prefix),
+        ]
+    }
 }

@@ -36,6 +36,23 @@ pub use yaml::*;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Two tests, `$sqlite` and `$postgres`, each calling `$scenario` with a
+/// fresh homeserver on that database.
+#[macro_export]
+macro_rules! on_sqlite_and_postgres {
+    ($sqlite:ident, $postgres:ident, $scenario:path) => {
+        #[test]
+        fn $sqlite() {
+            $scenario($crate::common::Homeserver::sqlite());
+        }
+
+        #[test]
+        fn $postgres() {
+            $scenario($crate::common::Homeserver::postgres());
+        }
+    };
+}
+
 /// A name unique across this test process and others running at the same
 /// time (pid + counter + a clock-derived salt), lowercase `[a-z0-9]`.
 pub fn unique_suffix() -> String {

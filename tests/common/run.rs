@@ -75,6 +75,20 @@ impl Out {
             .unwrap_or_else(|| panic!("JSON summary has no integer {field:?}: {v}\n{}", self.describe()))
     }
 
+    /// An integer in the JSON summary at a dotted path (`remote.media`).
+    #[track_caller]
+    pub fn jn(&self, path: &str) -> i64 {
+        let v = self.json();
+        let mut at = &v;
+        for part in path.split('.') {
+            at = at
+                .get(part)
+                .unwrap_or_else(|| panic!("JSON summary has no {path:?}: {v}\n{}", self.describe()));
+        }
+        at.as_i64()
+            .unwrap_or_else(|| panic!("JSON summary's {path:?} is not an integer: {v}\n{}", self.describe()))
+    }
+
     /// Asserts the run did not panic and printed no backtrace.
     #[track_caller]
     pub fn no_panic(&self) -> &Self {

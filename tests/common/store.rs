@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::cache::CacheRow;
 use super::pg::PgDb;
 use super::synapse_schema::SYNAPSE_MEDIA_SCHEMA_SQLITE;
-use super::yaml::{homeserver_yaml_psycopg2, homeserver_yaml_sqlite};
+use super::yaml::{homeserver_yaml_psycopg2, homeserver_yaml_sqlite, SERVER_NAME};
 use super::{content_for, now_ms, unique_suffix, DAY_MS};
 
 /// One media item: a row in local_media_repository or remote_media_cache, its
@@ -30,6 +30,13 @@ pub struct Media {
     pub thumbs: Vec<(String, usize)>,
     /// Insert the database row (false: files only).
     pub insert_row: bool,
+    /// `quarantined_by` (local and remote).
+    pub quarantined_by: Option<String>,
+    /// `safe_from_quarantine` (local only).
+    pub safe_from_quarantine: bool,
+    /// An upload Synapse has created but not received yet: `media_length`
+    /// NULL and no file.
+    pub pending: bool,
 }
 
 impl Media {
@@ -45,6 +52,9 @@ impl Media {
             size: Some(1000),
             thumbs: vec![],
             insert_row: true,
+            quarantined_by: None,
+            safe_from_quarantine: false,
+            pending: false,
         }
     }
 
@@ -107,6 +117,31 @@ impl Media {
         self
     }
 
+    /// Quarantined by an admin (`quarantined_by` set).
+    pub fn quarantined(mut self) -> Media {
+        self.quarantined_by = Some("@admin:test.example".into());
+        self
+    }
+
+    /// Protected from quarantine (local media only).
+    pub fn safe_from_quarantine(mut self) -> Media {
+        assert!(self.is_local(), "only local media have safe_from_quarantine");
+        self.safe_from_quarantine = true;
+        self
+    }
+
+    /// A pending upload: the row exists (media_length NULL), the bytes do not yet.
+    pub fn pending(mut self) -> Media {
+        self.pending = true;
+        self.size = None;
+        self
+    }
+
+    /// `mxc://SERVER/ID` of this media (local media: on `server`).
+    pub fn mxc(&self, server: &str) -> String {
+        format!("mxc://{}/{}", self.origin.as_deref().unwrap_or(server), self.media_id)
+    }
+
     pub fn is_local(&self) -> bool {
         self.origin.is_none()
     }
@@ -164,6 +199,20 @@ impl Media {
     pub fn write_lines(&self) -> [String; 2] {
         [self.original_rel(), format!("{}/", self.thumb_dir_rel())]
     }
+}
+
+/// The tables Synapse records avatars in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AvatarIn {
+    Profiles,
+    RoomMemberships,
+    UserDirectory,
+    RoomStatsState,
+}
+
+impl AvatarIn {
+    pub const ALL: [AvatarIn; 4] =
+        [AvatarIn::Profiles, AvatarIn::RoomMemberships, AvatarIn::UserDirectory, AvatarIn::RoomStatsState];
 }
 
 pub enum HsDb {
@@ -307,22 +356,160 @@ impl Homeserver {
         }
     }
 
+    /// The first column of every row of `sql` (which must select text,
+    /// e.g. with `CAST(x AS TEXT)`; NULL reads as "NULL"), sorted.
+    pub fn texts(&self, sql: &str) -> Vec<String> {
+        let mut v: Vec<String> = match &self.db {
+            HsDb::Sqlite(p) => {
+                let c = rusqlite::Connection::open(p).unwrap();
+                // A tool under test may be committing right now: wait for it.
+                c.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+                let mut st = c.prepare(sql).unwrap_or_else(|e| panic!("SQLite: {e}\n{sql}"));
+                st.query_map([], |r| r.get::<_, Option<String>>(0))
+                    .unwrap()
+                    .map(|x| x.unwrap().unwrap_or_else(|| "NULL".into()))
+                    .collect()
+            }
+            HsDb::Postgres(pg) => pg
+                .client()
+                .query(sql, &[])
+                .unwrap_or_else(|e| panic!("PostgreSQL: {e}\n{sql}"))
+                .iter()
+                .map(|r| r.get::<_, Option<String>>(0).unwrap_or_else(|| "NULL".into()))
+                .collect(),
+        };
+        v.sort();
+        v
+    }
+
+    /// Whether the media row of `m` exists.
+    pub fn has_row(&self, m: &Media) -> bool {
+        let sql = match &m.origin {
+            None => format!("SELECT media_id FROM local_media_repository WHERE media_id = {}", sql_str(&m.media_id)),
+            Some(o) => format!(
+                "SELECT media_id FROM remote_media_cache WHERE media_origin = {} AND media_id = {}",
+                sql_str(o),
+                sql_str(&m.media_id)
+            ),
+        };
+        !self.texts(&sql).is_empty()
+    }
+
+    /// How many thumbnail rows `m` has.
+    pub fn thumb_rows(&self, m: &Media) -> usize {
+        let sql = match &m.origin {
+            None => format!(
+                "SELECT media_id FROM local_media_repository_thumbnails WHERE media_id = {}",
+                sql_str(&m.media_id)
+            ),
+            Some(o) => format!(
+                "SELECT media_id FROM remote_media_cache_thumbnails WHERE media_origin = {} AND media_id = {}",
+                sql_str(o),
+                sql_str(&m.media_id)
+            ),
+        };
+        self.texts(&sql).len()
+    }
+
+    /// Every row of the tables media-offload reads or writes (the media and
+    /// thumbnail tables, and the four avatar tables), rendered as text per
+    /// table, for comparing the database before and after a run.
+    pub fn db_snapshot(&self) -> Vec<String> {
+        const TABLES: &[&str] = &[
+            "local_media_repository",
+            "local_media_repository_thumbnails",
+            "remote_media_cache",
+            "remote_media_cache_thumbnails",
+            "profiles",
+            "room_memberships",
+            "user_directory",
+            "room_stats_state",
+        ];
+        let mut out = Vec::new();
+        for t in TABLES {
+            let rows = match &self.db {
+                HsDb::Sqlite(p) => {
+                    let c = rusqlite::Connection::open(p).unwrap();
+                    let mut st = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
+                    let n = st.column_count();
+                    let mut rows = st.query([]).unwrap();
+                    let mut v = Vec::new();
+                    while let Some(r) = rows.next().unwrap() {
+                        let cells: Vec<String> = (0..n).map(|i| format!("{:?}", r.get_ref(i).unwrap())).collect();
+                        v.push(cells.join("|"));
+                    }
+                    v.sort();
+                    v
+                }
+                HsDb::Postgres(_) => self.texts(&format!("SELECT CAST(t AS TEXT) FROM {t} t")),
+            };
+            out.extend(rows.into_iter().map(|r| format!("{t}: {r}")));
+        }
+        out
+    }
+
+    /// Makes `mxc` the avatar of something in `table`, as Synapse records
+    /// it there (a user's profile, a room membership, the user directory,
+    /// or a room's state).
+    pub fn add_avatar(&self, table: AvatarIn, mxc: &str) {
+        let n = self.new_id();
+        let user = sql_str(&format!("@{n}:test.example"));
+        let room = sql_str(&format!("!{n}:test.example"));
+        let url = sql_str(mxc);
+        self.sql(&match table {
+            AvatarIn::Profiles => format!(
+                "INSERT INTO profiles (user_id, full_user_id, displayname, avatar_url) VALUES ({}, {user}, 'A', {url});",
+                sql_str(&n)
+            ),
+            AvatarIn::RoomMemberships => format!(
+                "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership, display_name, avatar_url) \
+                 VALUES ({}, {user}, {user}, {room}, 'join', 'A', {url});",
+                sql_str(&format!("${n}"))
+            ),
+            AvatarIn::UserDirectory => format!(
+                "INSERT INTO user_directory (user_id, room_id, display_name, avatar_url) VALUES ({user}, {room}, 'A', {url});"
+            ),
+            AvatarIn::RoomStatsState => format!(
+                "INSERT INTO room_stats_state (room_id, name, join_rules, history_visibility, avatar, is_federatable) \
+                 VALUES ({room}, 'Room', 'public', 'shared', {url}, TRUE);"
+            ),
+        });
+    }
+
+    /// Rewrites homeserver.yaml: the default one with `server_name` set to
+    /// `server_name` (None: no server_name at all), followed by `extra`
+    /// (e.g. [`media_retention_yaml`] and [`s3_provider_yaml`]).
+    pub fn write_homeserver_yaml_with(&self, server_name: Option<&str>, extra: &str) {
+        let default = match &self.db {
+            HsDb::Sqlite(p) => homeserver_yaml_sqlite(p, &self.media),
+            HsDb::Postgres(pg) => homeserver_yaml_psycopg2(&pg.socket_params(), &self.media),
+        };
+        let line = format!("server_name: \"{SERVER_NAME}\"\n");
+        assert!(default.contains(&line), "the default homeserver.yaml has no {line:?}");
+        let name = server_name.map(|n| format!("server_name: {}\n", serde_json::to_string(n).unwrap()));
+        let text = default.replace(&line, name.as_deref().unwrap_or(""));
+        self.write_file("homeserver.yaml", &format!("{text}{extra}"));
+    }
+
     fn rows_sql(m: &Media, now: i64) -> String {
         let created = now - m.created_age_ms;
         let access = m.last_access_age_ms.map(|a| (now - a).to_string()).unwrap_or_else(|| "NULL".into());
-        let len = m.size.unwrap_or(0);
+        let len = if m.pending { "NULL".to_string() } else { m.size.unwrap_or(0).to_string() };
+        let quarantined = sql_opt_str(&m.quarantined_by);
         let mut sql = match &m.origin {
             None => format!(
                 "INSERT INTO local_media_repository (media_id, media_type, media_length, created_ts, \
-                 upload_name, user_id, url_cache, last_access_ts) VALUES ({}, 'image/png', {len}, {created}, \
-                 'upload.png', '@alice:test.example', {}, {access});\n",
+                 upload_name, user_id, url_cache, last_access_ts, quarantined_by, safe_from_quarantine) \
+                 VALUES ({}, 'image/png', {len}, {created}, 'upload.png', '@alice:test.example', {}, {access}, \
+                 {quarantined}, {});\n",
                 sql_str(&m.media_id),
-                sql_opt_str(&m.url_cache)
+                sql_opt_str(&m.url_cache),
+                if m.safe_from_quarantine { "TRUE" } else { "FALSE" }
             ),
             Some(o) => format!(
                 "INSERT INTO remote_media_cache (media_origin, media_id, media_type, created_ts, \
-                 upload_name, media_length, filesystem_id, last_access_ts) VALUES ({}, {}, 'image/png', \
-                 {created}, 'remote.png', {len}, {}, {access});\n",
+                 upload_name, media_length, filesystem_id, last_access_ts, quarantined_by) VALUES ({}, {}, \
+                 'image/png', {created}, 'remote.png', {len}, {}, {access}, {quarantined});\n",
                 sql_str(o),
                 sql_str(&m.media_id),
                 sql_str(&m.filesystem_id)

@@ -6,13 +6,14 @@
 //! They are turned into a typed [`PgSettings`]; nothing is ever pasted into
 //! a connection URL, so passwords may hold any character.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use serde_yaml_ng::Value;
+
+use super::{as_mapping, read_yaml, scalar};
 
 /// The homeserver database to read media rows from (one per run: its size
 /// does not matter).
@@ -120,20 +121,6 @@ pub fn locate_database(homeserver_config: &Path) -> Result<(DbConfig, String)> {
     }
 }
 
-/// Read and parse a YAML file, naming it in every error.
-pub fn read_yaml(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        if path.exists() {
-            format!("could not read {}", path.display())
-        } else {
-            format!(
-                "could not find {} (and no ./database.yaml): pass --homeserver-config-path",
-                path.display()
-            )
-        }
-    })?;
-    serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("{} is not valid YAML: {e}", path.display()))
-}
 
 /// `database.yaml`: a `sqlite:` section (sqlite3.connect arguments), a
 /// `postgres:` section, or plain psycopg2 keyword arguments.
@@ -305,40 +292,8 @@ fn set_keyword(s: &mut PgSettings, key: &str, value: &str, name: &str) -> Result
     Ok(())
 }
 
-fn as_mapping<'a>(value: &'a Value, what: &str) -> Result<BTreeMap<String, &'a Value>> {
-    let Value::Mapping(map) = value else {
-        bail!("{what}: expected a mapping of settings, found {}", kind_of(value));
-    };
-    map.iter()
-        .map(|(k, v)| match k {
-            Value::String(k) => Ok((k.clone(), v)),
-            other => Err(anyhow!("{what}: keys must be strings, found {}", kind_of(other))),
-        })
-        .collect()
-}
 
-/// A scalar as text: libpq takes every value as a string (`port: 5432` and
-/// `port: "5432"` are the same).
-fn scalar(value: &Value, what: &str) -> Result<String> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(if *b { "1" } else { "0" }.to_owned()),
-        other => bail!("{what}: expected a string or number, found {}", kind_of(other)),
-    }
-}
 
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "nothing (null)",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Sequence(_) => "a list",
-        Value::Mapping(_) => "a mapping",
-        Value::Tagged(_) => "a tagged value",
-    }
-}
 
 /// Look a password up in a pgpass file (`host:port:db:user:password`,
 /// `*` wildcards, `\` escapes), as libpq does when none is configured.

@@ -1,0 +1,470 @@
+//! `check`: find where the database, the media store and the object store
+//! disagree, and with `--fix` remove the orphans.
+//!
+//! 1. thumbnail rows, or thumbnail files, whose media row is gone;
+//! 2. files in the media store that no row knows;
+//! 3. rows whose bytes exist nowhere: no original on disk, no object
+//!    (lost media: reported, never "fixed");
+//! 4. objects in the store that no row knows.
+//!
+//! Files and objects younger than the grace period are left alone: Synapse
+//! writes a file before its row. Rows, objects and orphans are indexed in a
+//! temporary SQLite file next to cache.db, so memory stays flat however big
+//! the homeserver is. `--fix` refuses to act when most of what it sees is
+//! unknown: that is a wrong database, media store or prefix, not orphans.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result, anyhow};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+use super::Context;
+use crate::cache::RunLock;
+use crate::cli::CheckArgs;
+use crate::config::settings::Settings;
+use crate::duration::parse_duration;
+use crate::error::Failure;
+use crate::homeserver_db::{HomeserverDb, Param};
+use crate::media_store::{self, MediaKind, MediaPaths, StoredFile, TOP_LEVEL};
+use crate::report::{self, naturalsize};
+use crate::store::{self, ObjectStore};
+
+pub const DEFAULT_GRACE: &str = "1h";
+
+/// Every media row, with why it may have no bytes on purpose.
+const ROWS_SQL: &str = "SELECT '', media_id, media_id, \
+       CASE WHEN url_cache IS NOT NULL THEN 'url_cache' WHEN media_length IS NULL THEN 'pending' ELSE '' END \
+     FROM local_media_repository \
+     UNION ALL SELECT media_origin, media_id, filesystem_id, '' FROM remote_media_cache";
+const ORPHAN_THUMB_ROWS_SQL: &str = "SELECT '', media_id, CAST(COUNT(*) AS TEXT) FROM local_media_repository_thumbnails t \
+     WHERE NOT EXISTS (SELECT 1 FROM local_media_repository m WHERE m.media_id = t.media_id) GROUP BY media_id \
+     UNION ALL SELECT media_origin, media_id, CAST(COUNT(*) AS TEXT) FROM remote_media_cache_thumbnails t \
+     WHERE NOT EXISTS (SELECT 1 FROM remote_media_cache m WHERE m.media_origin = t.media_origin AND m.media_id = t.media_id) \
+     GROUP BY media_origin, media_id";
+
+/// One kind of finding: how many, how big, a few examples.
+#[derive(Debug, Default, Clone)]
+struct Finding {
+    count: u64,
+    bytes: u64,
+    samples: Vec<String>,
+    fixed: u64,
+}
+
+impl Finding {
+    fn add(&mut self, sample: String, bytes: u64, keep: usize) {
+        self.count += 1;
+        self.bytes += bytes;
+        if self.samples.len() < keep {
+            self.samples.push(sample);
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"count": self.count, "bytes": self.bytes, "samples": self.samples, "fixed": self.fixed})
+    }
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    rows: u64,
+    files: u64,
+    objects: u64,
+    orphan_thumbnail_rows: Finding,
+    orphan_thumbnail_files: Finding,
+    unknown_files: Finding,
+    lost_media: Finding,
+    unknown_objects: Finding,
+    /// Paths in the store folders that are not Synapse's layout.
+    not_media_files: Finding,
+    /// Keys under the prefix that are not Synapse's layout.
+    not_media_objects: Finding,
+    young: u64,
+    fix_refused: Vec<String>,
+    fix_failed: u64,
+}
+
+pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
+    let settings = Settings::resolve(&args.store, &ctx.file)?;
+    let (grace, grace_source) = match (args.grace_period, &ctx.file.config.check.grace_period) {
+        (Some(g), _) => (g, "--grace-period".to_owned()),
+        (None, Some(text)) => {
+            let source = ctx.file.source("check.grace_period");
+            (parse_duration(text).map_err(|e| anyhow!("{source}: {e}"))?, source)
+        }
+        (None, None) => (parse_duration(DEFAULT_GRACE).expect("valid default"), "default".to_owned()),
+    };
+    log::debug!("grace period {} (from {grace_source})", crate::duration::short(grace));
+    let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
+    let base = &settings.media_store_path;
+    media_store::check_base_path(base, true)?;
+    let store = settings.store.as_ref().map(|s| store::open(s, base)).transpose()?;
+    let prefix = settings.store.as_ref().map(|s| s.prefix.clone()).unwrap_or_default();
+    let mut db = if args.fix { HomeserverDb::connect_writable(&settings.database)? } else { HomeserverDb::connect(&settings.database)? };
+    let index = Index::create(&ctx.cache_db)?;
+    let young_before = SystemTime::now() - grace;
+    let keep = args.samples;
+    let mut r = Report::default();
+    let server = settings.homeserver.server_name.clone().unwrap_or_else(|| "(local)".to_owned());
+
+    // 1. A snapshot of the rows; 2. of the objects.
+    let tx = index.conn.unchecked_transaction()?;
+    db.for_each_row(ROWS_SQL, &[], "media rows", |row| {
+        let mut row = row.into_iter().map(Option::unwrap_or_default);
+        let (origin, media_id, fsid, flag) = (row.next(), row.next(), row.next(), row.next());
+        r.rows += 1;
+        let kind = if origin.as_deref() == Some("") { MediaKind::Local } else { MediaKind::Remote };
+        tx.prepare_cached("INSERT OR IGNORE INTO known VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![kind.as_str(), origin, fsid, media_id, flag])?;
+        Ok(())
+    })?;
+    if let Some(store) = &store {
+        log::info!("listing {} under {:?}", store.describe(), prefix);
+        store.list(&prefix, &mut |o| {
+            let modified = o.modified.map_or(0, |t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+            tx.prepare_cached("INSERT OR IGNORE INTO objects VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![o.key, o.size as i64, modified]))
+                .map(|_| ())
+                .map_err(|e| crate::store::StoreError(format!("indexing objects: {e}")))
+        })?;
+    }
+    tx.commit()?;
+
+    // Thumbnail rows without media.
+    let mut orphan_rows = Vec::new();
+    db.for_each_row(ORPHAN_THUMB_ROWS_SQL, &[], "thumbnail rows", |row| {
+        let mut row = row.into_iter().map(Option::unwrap_or_default);
+        let (origin, media_id, count) = (row.next().unwrap_or_default(), row.next().unwrap_or_default(), row.next().unwrap_or_default());
+        let n: u64 = count.parse().unwrap_or(1);
+        let who = if origin.is_empty() { format!("mxc://{server}/{media_id}") } else { format!("mxc://{origin}/{media_id}") };
+        r.orphan_thumbnail_rows.add(format!("{who}: {n} thumbnail rows"), 0, keep);
+        r.orphan_thumbnail_rows.count += n - 1;
+        orphan_rows.push((origin, media_id));
+        Ok(())
+    })?;
+
+    walk_files(base, &index, young_before, keep, &mut r)?;
+    find_lost(base, &index, &prefix, &server, &mut db, keep, &mut r)?;
+    if store.is_some() {
+        find_unknown_objects(&index, &prefix, young_before, keep, &mut r)?;
+    }
+
+    if args.fix {
+        fix(base, store.as_deref(), &mut db, &index, &orphan_rows, &mut r)?;
+    }
+    print(ctx.json, args.fix, grace, store.is_some(), &r);
+    let open = r.lost_media.count
+        + if args.fix {
+            0
+        } else {
+            r.orphan_thumbnail_rows.count + r.orphan_thumbnail_files.count + r.unknown_files.count + r.unknown_objects.count
+        };
+    if r.fix_failed > 0 || !r.fix_refused.is_empty() {
+        return Err(Failure::Partial { count: r.fix_failed + r.fix_refused.len() as u64 }.into());
+    }
+    match open {
+        0 => Ok(()),
+        count => Err(Failure::Found { count }.into()),
+    }
+}
+
+/// The temporary index: known rows, objects, orphans found.
+struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Index {
+    fn create(cache_db: &Path) -> Result<Self> {
+        let mut name = cache_db.as_os_str().to_owned();
+        name.push(".check.tmp");
+        let path = PathBuf::from(name);
+        let _ = std::fs::remove_file(&path);
+        let conn = Connection::open(&path).with_context(|| format!("could not create {}", path.display()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+             CREATE TABLE known (kind TEXT, origin TEXT, fsid TEXT, media_id TEXT, flag TEXT,
+                                 PRIMARY KEY (kind, origin, fsid)) WITHOUT ROWID;
+             CREATE TABLE objects (key TEXT PRIMARY KEY, size INTEGER, modified INTEGER) WITHOUT ROWID;
+             CREATE TABLE orphans (what TEXT, path TEXT, size INTEGER);",
+        )
+        .with_context(|| format!("could not set up {}", path.display()))?;
+        Ok(Self { conn, path })
+    }
+
+    fn knows(&self, f: &StoredFile) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM known WHERE kind = ?1 AND origin = ?2 AND fsid = ?3")?
+            .query_row(params![f.kind.as_str(), f.origin, f.filesystem_id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    fn orphan(&self, what: &str, path: &str, size: u64) -> Result<()> {
+        self.conn.prepare_cached("INSERT INTO orphans VALUES (?1, ?2, ?3)")?.execute(params![what, path, size as i64])?;
+        Ok(())
+    }
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Kinds 1 (thumbnail files) and 2: every file under the store's folders.
+fn walk_files(base: &Path, index: &Index, young_before: SystemTime, keep: usize, r: &mut Report) -> Result<()> {
+    let tx = index.conn.unchecked_transaction()?;
+    let mut stack: Vec<String> = TOP_LEVEL.iter().rev().map(|t| (*t).to_owned()).collect();
+    while let Some(rel_dir) = stack.pop() {
+        let dir = base.join(&rel_dir);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(anyhow!("listing {}: {e}", dir.display())),
+        };
+        let mut names: Vec<_> = entries.filter_map(|e| e.ok()).collect();
+        names.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
+        for entry in names {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = format!("{rel_dir}/{name}");
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
+            if meta.is_dir() {
+                stack.push(rel);
+                continue;
+            }
+            if !meta.is_file() {
+                r.not_media_files.add(format!("{rel} (not a regular file)"), 0, keep);
+                continue;
+            }
+            r.files += 1;
+            let Some(stored) = StoredFile::parse(&rel) else {
+                r.not_media_files.add(rel, meta.len(), keep);
+                continue;
+            };
+            if index.knows(&stored)? {
+                continue;
+            }
+            if meta.modified().is_ok_and(|m| m > young_before) {
+                r.young += 1;
+                continue;
+            }
+            let (finding, what) = if stored.thumbnail {
+                (&mut r.orphan_thumbnail_files, "file")
+            } else {
+                (&mut r.unknown_files, "file")
+            };
+            finding.add(format!("{rel} ({})", naturalsize(meta.len())), meta.len(), keep);
+            index.orphan(what, &rel, meta.len())?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Kind 3: rows whose original is neither on disk nor in the store.
+fn find_lost(base: &Path, index: &Index, prefix: &str, server: &str, db: &mut HomeserverDb, keep: usize, r: &mut Report) -> Result<()> {
+    let mut stmt = index.conn.prepare("SELECT kind, origin, fsid, media_id FROM known WHERE flag = ''")?;
+    let mut rows = stmt.query([])?;
+    let mut candidates = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (kind, origin, fsid, media_id): (String, String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let kind = MediaKind::parse(&kind).expect("written above");
+        let paths = match MediaPaths::new(&origin, &media_id, &fsid, kind) {
+            Ok(p) => p,
+            Err(invalid) => {
+                log::warn!("{invalid}");
+                continue;
+            }
+        };
+        if std::fs::symlink_metadata(base.join(&paths.original)).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let key = format!("{prefix}{}", paths.original);
+        let in_store = index
+            .conn
+            .prepare_cached("SELECT 1 FROM objects WHERE key = ?1")?
+            .query_row([&key], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !in_store {
+            candidates.push((origin, media_id, paths.original));
+        }
+    }
+    // Synapse may have deleted the row meanwhile: only a row still there is lost.
+    for (origin, media_id, original) in candidates {
+        let (sql, params) = if origin.is_empty() {
+            ("SELECT media_id FROM local_media_repository WHERE media_id = $1", vec![Param::Text(media_id.clone())])
+        } else {
+            (
+                "SELECT media_id FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2",
+                vec![Param::Text(origin.clone()), Param::Text(media_id.clone())],
+            )
+        };
+        let mut still = false;
+        db.for_each_row(sql, &params, "media rows", |_| {
+            still = true;
+            Ok(())
+        })?;
+        if still {
+            let origin = if origin.is_empty() { server } else { &origin };
+            r.lost_media.add(format!("mxc://{origin}/{media_id} ({original})"), 0, keep);
+        }
+    }
+    Ok(())
+}
+
+/// Kind 4: objects under the prefix that no row knows.
+fn find_unknown_objects(index: &Index, prefix: &str, young_before: SystemTime, keep: usize, r: &mut Report) -> Result<()> {
+    let young_secs = young_before.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let tx = index.conn.unchecked_transaction()?;
+    let mut stmt = index.conn.prepare("SELECT key, size, modified FROM objects")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (key, size, modified): (String, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        r.objects += 1;
+        let size = size.max(0) as u64;
+        let Some(stored) = key.strip_prefix(prefix).and_then(StoredFile::parse) else {
+            r.not_media_objects.add(key, size, keep);
+            continue;
+        };
+        if index.knows(&stored)? {
+            continue;
+        }
+        if modified > young_secs {
+            r.young += 1;
+            continue;
+        }
+        r.unknown_objects.add(format!("{key} ({})", naturalsize(size)), size, keep);
+        index.orphan("object", &key, size)?;
+    }
+    drop(rows);
+    drop(stmt);
+    tx.commit()?;
+    Ok(())
+}
+
+/// Whether `unknown` out of `seen` looks like orphans rather than a wrong
+/// database, media store or prefix.
+fn plausible(unknown: u64, seen: u64) -> bool {
+    unknown <= 10 || unknown * 2 <= seen
+}
+
+fn fix(base: &Path, store: Option<&dyn ObjectStore>, db: &mut HomeserverDb, index: &Index, orphan_rows: &[(String, String)], r: &mut Report) -> Result<()> {
+    for (origin, media_id) in orphan_rows {
+        let statement = if origin.is_empty() {
+            (
+                "DELETE FROM local_media_repository_thumbnails WHERE media_id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM local_media_repository WHERE media_id = $1)",
+                vec![Param::Text(media_id.clone())],
+                None,
+            )
+        } else {
+            (
+                "DELETE FROM remote_media_cache_thumbnails WHERE media_origin = $1 AND media_id = $2 \
+                 AND NOT EXISTS (SELECT 1 FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2)",
+                vec![Param::Text(origin.clone()), Param::Text(media_id.clone())],
+                None,
+            )
+        };
+        r.orphan_thumbnail_rows.fixed += db.transaction(&[statement])?[0];
+    }
+    let files_unknown = r.unknown_files.count + r.orphan_thumbnail_files.count;
+    let files_ok = plausible(files_unknown, r.files);
+    if !files_ok {
+        r.fix_refused.push(format!(
+            "{files_unknown} of {} files are unknown to the database: is this the media store of this database? Nothing was deleted",
+            r.files
+        ));
+    }
+    let objects_ok = plausible(r.unknown_objects.count, r.objects);
+    if !objects_ok {
+        r.fix_refused.push(format!(
+            "{} of {} objects are unknown to the database: is this the right bucket and prefix? Nothing was deleted",
+            r.unknown_objects.count, r.objects
+        ));
+    }
+    let mut stmt = index.conn.prepare("SELECT what, path FROM orphans")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (what, path): (String, String) = (row.get(0)?, row.get(1)?);
+        if what == "object" {
+            let Some(store) = store.filter(|_| objects_ok) else { continue };
+            match store.delete(&path) {
+                Ok(()) => r.unknown_objects.fixed += 1,
+                Err(e) => {
+                    log::error!("{e}");
+                    r.fix_failed += 1;
+                }
+            }
+        } else if files_ok {
+            match std::fs::remove_file(base.join(&path)) {
+                Ok(()) => {
+                    media_store::prune_empty_dirs(base, &path);
+                    if StoredFile::parse(&path).is_some_and(|f| f.thumbnail) {
+                        r.orphan_thumbnail_files.fixed += 1;
+                    } else {
+                        r.unknown_files.fixed += 1;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    log::error!("deleting {path}: {e}");
+                    r.fix_failed += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print(json: bool, fix: bool, grace: Duration, has_store: bool, r: &Report) {
+    let mut lines = vec![format!(
+        "Checked {} media rows, {} files{}",
+        r.rows,
+        r.files,
+        if has_store { format!(", {} objects", r.objects) } else { " (no object store configured)".to_owned() }
+    )];
+    let mut section = |title: &str, f: &Finding, fixable: bool| {
+        let size = if f.bytes > 0 { format!(" ({})", naturalsize(f.bytes)) } else { String::new() };
+        let fixed = if fix && fixable { format!("; removed {}", f.fixed) } else { String::new() };
+        lines.push(format!("{title}: {}{size}{fixed}", f.count));
+        for s in &f.samples {
+            lines.push(format!("    {s}"));
+        }
+    };
+    section("1. Thumbnail rows without media", &r.orphan_thumbnail_rows, true);
+    section("1. Thumbnail files without media", &r.orphan_thumbnail_files, true);
+    section("2. Files no row knows", &r.unknown_files, true);
+    section("3. Lost media (no bytes on disk or in the store)", &r.lost_media, false);
+    if has_store {
+        section("4. Objects no row knows", &r.unknown_objects, true);
+    }
+    if r.young > 0 {
+        lines.push(format!("Left alone: {} files and objects younger than {}", r.young, crate::duration::short(grace)));
+    }
+    if r.not_media_files.count + r.not_media_objects.count > 0 {
+        lines.push(format!(
+            "Left alone: {} files and {} objects that are not in Synapse's layout",
+            r.not_media_files.count, r.not_media_objects.count
+        ));
+    }
+    for why in &r.fix_refused {
+        lines.push(format!("Not fixed: {why}"));
+    }
+    report::summary(
+        json,
+        &lines,
+        json!({"command": "check", "fix": fix, "grace_period_secs": grace.as_secs(), "object_store": has_store,
+               "rows": r.rows, "files": r.files, "objects": r.objects,
+               "orphan_thumbnail_rows": r.orphan_thumbnail_rows.json(),
+               "orphan_thumbnail_files": r.orphan_thumbnail_files.json(),
+               "unknown_files": r.unknown_files.json(), "lost_media": r.lost_media.json(),
+               "unknown_objects": r.unknown_objects.json(), "not_media_files": r.not_media_files.json(),
+               "not_media_objects": r.not_media_objects.json(), "young": r.young,
+               "fix_refused": r.fix_refused, "fix_failed": r.fix_failed}),
+    );
+}

@@ -1,0 +1,115 @@
+//! `migrate`: the daily job. `update-db`, `check-deleted` and
+//! `upload --delete` in one locked run, with every setting taken from
+//! homeserver.yaml unless the config file, the environment or a flag says
+//! otherwise (see `config::settings`).
+//!
+//! `--dry-run` works on a copy of cache.db, so it shows exactly what a real
+//! run would do and changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use serde_json::json;
+
+use super::{Context, check_deleted, update_db, upload};
+use crate::cache::{Cache, RunLock};
+use crate::cli::MigrateArgs;
+use crate::config::settings::Settings;
+use crate::duration::parse_duration;
+use crate::error::Failure;
+use crate::{report, store};
+
+/// Used when neither `--duration` nor the config file sets one.
+pub const DEFAULT_DURATION: &str = "30d";
+
+pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
+    let settings = Settings::resolve(&args.store, &ctx.file)?;
+    let duration = duration(ctx, args)?;
+    let store_settings = settings.store.as_ref().ok_or_else(|| {
+        anyhow!(
+            "no object store configured: {} has no {} entry with a bucket; set bucket in the config file or pass --bucket",
+            settings.homeserver.origin,
+            crate::config::homeserver::S3_PROVIDER_MODULE
+        )
+    })?;
+    // The lock first: a second run must exit at once, before any network.
+    let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
+    let scratch = if args.dry_run { Some(Scratch::copy_of(&ctx.cache_db)?) } else { None };
+    let mut cache = Cache::open(scratch.as_ref().map_or(&ctx.cache_db, |s| &s.path))?;
+    let store = store::open(store_settings, &settings.media_store_path)?;
+    log::info!("offloading {} to {}", settings.media_store_path.display(), store.describe());
+
+    let synced = update_db::sync_with(&mut cache, &settings.database, duration)?;
+    let checked = check_deleted::check(&mut cache, &settings.media_store_path)?;
+    let options = upload::Options {
+        base: settings.media_store_path.clone(),
+        prefix: store_settings.prefix.clone(),
+        delete: true,
+        dry_run: args.dry_run,
+        concurrency: settings.concurrency,
+        json: ctx.json,
+    };
+    let totals = upload::upload(&mut cache, store.as_ref(), &options)?;
+    drop(cache);
+    drop(scratch);
+
+    let mut lines = vec![format!("Synced {} new rows", synced.new_rows)];
+    lines.extend(checked.lines());
+    lines.extend(totals.lines(args.dry_run));
+    report::summary(
+        ctx.json,
+        &lines,
+        json!({"command": "migrate", "dry_run": args.dry_run,
+               "update_db": {"cutoff_ms": synced.cutoff_ms, "new_rows": synced.new_rows, "invalid_rows": synced.invalid_rows},
+               "check_deleted": {"checked": checked.checked, "marked_deleted": checked.marked_deleted,
+                                 "reopened": checked.reopened, "failed": checked.failed},
+               "upload": totals.json(args.dry_run)}),
+    );
+    let failed = synced.invalid_rows + checked.failed + totals.failed_files + totals.invalid_rows;
+    match failed {
+        0 => Ok(()),
+        count => Err(Failure::Partial { count }.into()),
+    }
+}
+
+fn duration(ctx: &Context, args: &MigrateArgs) -> Result<Duration> {
+    if let Some(d) = args.duration {
+        log::debug!("duration = {d:?} (from --duration)");
+        return Ok(d);
+    }
+    let (text, source) = match (std::env::var("MEDIA_OFFLOAD_DURATION").ok().filter(|v| !v.is_empty()), &ctx.file.config.duration) {
+        (Some(v), _) => (v, "environment MEDIA_OFFLOAD_DURATION".to_owned()),
+        (None, Some(v)) => (v.clone(), ctx.file.source("duration")),
+        (None, None) => (DEFAULT_DURATION.to_owned(), "default".to_owned()),
+    };
+    log::debug!("duration = {text:?} (from {source})");
+    parse_duration(&text).map_err(|e| anyhow!("duration from {source}: {e}"))
+}
+
+/// A private copy of cache.db for a dry run, removed when dropped.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// A copy of `real` (or nothing, if it does not exist yet: the dry run
+    /// then starts from an empty cache, as a first real run would).
+    fn copy_of(real: &Path) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("media-offload-dry-run-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let scratch = Self { path };
+        if real.exists() {
+            Cache::reader_of(real)?
+                .copy_to(&scratch.path)
+                .with_context(|| format!("could not copy {} for the dry run", real.display()))?;
+        }
+        Ok(scratch)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -1,0 +1,433 @@
+//! `purge`: remove media past a retention period everywhere they live:
+//! the homeserver database, the local media store and the object store.
+//!
+//! * Remote media not accessed for `--remote-older-than` (on
+//!   `COALESCE(last_access_ts, created_ts)`), except quarantined ones
+//!   (purging them would let Synapse fetch them again and serve them).
+//! * Local media only with `--local-older-than`, and never avatars (of
+//!   users, room members, the user directory or rooms), quarantined media,
+//!   media protected from quarantine, pending uploads or URL previews.
+//! * Without durations: `media_retention` from homeserver.yaml.
+//!
+//! Order, per batch: the database rows (media and thumbnails) in one
+//! transaction, each re-checked against the rule so a media accessed since
+//! it was selected is kept; then cache.db; then the local files; then the
+//! objects. Killed anywhere, what remains are orphans (files or objects no
+//! row knows), which `check --fix` removes; never a row without its bytes.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+use serde_json::json;
+
+use super::Context;
+use crate::cache::{Cache, RunLock};
+use crate::cli::PurgeArgs;
+use crate::config::settings::Settings;
+use crate::duration::{cutoff_ms, parse_duration};
+use crate::error::Failure;
+use crate::homeserver_db::{HomeserverDb, Param};
+use crate::media_store::{self, MediaKind, MediaPaths};
+use crate::report::{self, naturalsize};
+use crate::store::{self, ObjectStore};
+
+/// Media per database transaction.
+const BATCH: usize = 500;
+
+/// What one kind of media is purged by.
+#[derive(Debug, Clone)]
+struct Rule {
+    kind: MediaKind,
+    older_than: Duration,
+    source: String,
+    cutoff_ms: i64,
+    size_gt: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    media: u64,
+    files: u64,
+    file_bytes: u64,
+    objects: u64,
+    object_bytes: u64,
+    avatars_kept: u64,
+    kept_in_use: u64,
+    refused: u64,
+    failed: u64,
+}
+
+struct Target {
+    origin: String,
+    media_id: String,
+    paths: MediaPaths,
+}
+
+pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
+    let settings = Settings::resolve(&args.store, &ctx.file)?;
+    let rules = rules(ctx, args, &settings)?;
+    let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
+    media_store::check_base_path(&settings.media_store_path, true)?;
+    let store = match &settings.store {
+        Some(s) => Some(store::open(s, &settings.media_store_path)?),
+        None => {
+            log::warn!("no object store configured: purging the database and local files only");
+            None
+        }
+    };
+    let prefix = settings.store.as_ref().map(|s| s.prefix.clone()).unwrap_or_default();
+    // A dry run changes nothing; and with no cache.db there is nothing to update.
+    let mut cache = if args.dry_run || !ctx.cache_db.exists() {
+        None
+    } else {
+        Some(Cache::open(&ctx.cache_db)?)
+    };
+    let mut db = HomeserverDb::connect_writable(&settings.database)?;
+    let purger = Purger {
+        base: &settings.media_store_path,
+        store: store.as_deref(),
+        prefix: &prefix,
+        dry_run: args.dry_run,
+        json: ctx.json,
+        concurrency: settings.concurrency,
+    };
+
+    let mut results = Vec::new();
+    for rule in &rules {
+        log::info!(
+            "purging {} media not accessed for {} (from {})",
+            rule.kind.as_str(),
+            crate::duration::short(rule.older_than),
+            rule.source
+        );
+        let avatars = match rule.kind {
+            MediaKind::Local => avatar_media_ids(&mut db, settings.homeserver.server_name.as_deref())?,
+            MediaKind::Remote => HashSet::new(),
+        };
+        let tally = purger.purge(&mut db, cache.as_mut(), rule, &avatars)?;
+        results.push((rule.clone(), tally));
+    }
+    print_summary(ctx.json, args.dry_run, &results, store.is_some());
+    let failed: u64 = results.iter().map(|(_, t)| t.failed + t.refused).sum();
+    match failed {
+        0 => Ok(()),
+        count => Err(Failure::Partial { count }.into()),
+    }
+}
+
+fn rules(ctx: &Context, args: &PurgeArgs, settings: &Settings) -> Result<Vec<Rule>> {
+    let file = &ctx.file.config.purge;
+    // A duration on the command line says what to purge: the configured
+    // retention of the other kind does not join in.
+    let on_command_line = args.remote_older_than.is_some() || args.local_older_than.is_some();
+    let pick = |flag: Option<Duration>, flag_name: &str, key: &str, file_value: &Option<String>, hs: Option<Duration>| -> Result<Option<(Duration, String)>> {
+        if let Some(d) = flag {
+            return Ok(Some((d, flag_name.to_owned())));
+        }
+        if on_command_line {
+            return Ok(None);
+        }
+        if let Some(text) = file_value {
+            let source = ctx.file.source(&format!("purge.{key}"));
+            return parse_duration(text).map(|d| Some((d, source.clone()))).map_err(|e| anyhow!("{source}: {e}"));
+        }
+        Ok(hs.map(|d| (d, format!("{}: media_retention", settings.homeserver.origin))))
+    };
+    let remote = pick(args.remote_older_than, "--remote-older-than", "remote_older_than", &file.remote_older_than, settings.homeserver.remote_media_lifetime)?;
+    let local = pick(args.local_older_than, "--local-older-than", "local_older_than", &file.local_older_than, settings.homeserver.local_media_lifetime)?;
+    let size_gt = args.size_gt.or(file.size_gt).unwrap_or(0);
+    let size_gt = i64::try_from(size_gt).map_err(|_| anyhow!("--size-gt {size_gt} is too large"))?;
+    let mut rules = Vec::new();
+    for (kind, found) in [(MediaKind::Remote, remote), (MediaKind::Local, local)] {
+        if let Some((older_than, source)) = found {
+            rules.push(Rule { kind, older_than, source, cutoff_ms: cutoff_ms(older_than), size_gt });
+        }
+    }
+    if rules.is_empty() {
+        bail!(
+            "nothing to purge: no retention is set. Pass --remote-older-than and/or --local-older-than, set \
+             purge.remote_older_than or purge.local_older_than in the config file, or media_retention in {}",
+            settings.homeserver.origin
+        );
+    }
+    Ok(rules)
+}
+
+/// Local media ids in use as an avatar, as Synapse's own purge protects
+/// them: profiles, room memberships, the user directory and room state.
+fn avatar_media_ids(db: &mut HomeserverDb, server_name: Option<&str>) -> Result<HashSet<String>> {
+    const SQL: &str = "SELECT avatar_url FROM profiles WHERE avatar_url LIKE 'mxc://%' \
+         UNION SELECT avatar_url FROM room_memberships WHERE avatar_url LIKE 'mxc://%' \
+         UNION SELECT avatar_url FROM user_directory WHERE avatar_url LIKE 'mxc://%' \
+         UNION SELECT avatar FROM room_stats_state WHERE avatar LIKE 'mxc://%'";
+    let mut ids = HashSet::new();
+    db.for_each_row(SQL, &[], "avatars (profiles, room_memberships, user_directory, room_stats_state)", |row| {
+        let Some(url) = row.into_iter().next().flatten() else { return Ok(()) };
+        let Some((server, id)) = url.trim_start_matches("mxc://").split_once('/') else { return Ok(()) };
+        // Without a server_name, any server's id protects ours: safe side.
+        if server_name.is_none_or(|name| name == server) {
+            ids.insert(id.to_owned());
+        }
+        Ok(())
+    })?;
+    log::debug!("{} local media are avatars and will be kept", ids.len());
+    Ok(ids)
+}
+
+struct Purger<'a> {
+    base: &'a std::path::Path,
+    store: Option<&'a dyn ObjectStore>,
+    prefix: &'a str,
+    dry_run: bool,
+    json: bool,
+    concurrency: usize,
+}
+
+impl Purger<'_> {
+    fn purge(&self, db: &mut HomeserverDb, mut cache: Option<&mut Cache>, rule: &Rule, avatars: &HashSet<String>) -> Result<Tally> {
+        let mut tally = Tally::default();
+        let mut after = (String::new(), String::new());
+        loop {
+            let page = select_page(db, rule, &after)?;
+            let Some(last) = page.last() else { break };
+            after = (last.0.clone(), last.1.clone());
+            let mut targets = Vec::with_capacity(page.len());
+            for (origin, media_id, filesystem_id) in page {
+                if rule.kind == MediaKind::Local && avatars.contains(&media_id) {
+                    tally.avatars_kept += 1;
+                    continue;
+                }
+                match MediaPaths::new(&origin, &media_id, &filesystem_id, rule.kind) {
+                    Ok(paths) => targets.push(Target { origin, media_id, paths }),
+                    Err(invalid) => {
+                        log::error!("{invalid}; its row is kept");
+                        tally.refused += 1;
+                    }
+                }
+            }
+            if self.dry_run {
+                for t in &targets {
+                    report::line(self.json, &format!("would delete row {} {}", rule.kind.as_str(), mxc(t)));
+                }
+            } else {
+                let deleted = delete_rows(db, rule, &targets)?;
+                tally.kept_in_use += (targets.len() - deleted.iter().filter(|d| **d).count()) as u64;
+                targets = targets.into_iter().zip(deleted).filter_map(|(t, d)| d.then_some(t)).collect();
+                if let Some(cache) = cache.as_deref_mut() {
+                    let keys: Vec<_> = targets.iter().map(|t| (t.origin.clone(), t.media_id.clone())).collect();
+                    cache.remove(&keys)?;
+                }
+            }
+            tally.media += targets.len() as u64;
+            self.remove_bytes(&targets, &mut tally);
+        }
+        Ok(tally)
+    }
+
+    /// Files, then objects, of media whose rows are gone (or, in a dry
+    /// run, would be), spread over the worker threads.
+    fn remove_bytes(&self, targets: &[Target], tally: &mut Tally) {
+        let shared = Mutex::new(std::mem::take(tally));
+        let next = Mutex::new(targets.iter());
+        std::thread::scope(|scope| {
+            for _ in 0..self.concurrency.min(targets.len().max(1)) {
+                scope.spawn(|| {
+                    loop {
+                        let Some(t) = next.lock().expect("queue poisoned").next() else { break };
+                        let mut mine = Tally::default();
+                        self.remove_one(t, &mut mine);
+                        let mut all = shared.lock().expect("tally poisoned");
+                        all.files += mine.files;
+                        all.file_bytes += mine.file_bytes;
+                        all.objects += mine.objects;
+                        all.object_bytes += mine.object_bytes;
+                        all.failed += mine.failed;
+                    }
+                });
+            }
+        });
+        *tally = shared.into_inner().expect("tally poisoned");
+    }
+
+    fn remove_one(&self, t: &Target, tally: &mut Tally) {
+        if self.dry_run {
+            match media_store::local_files(self.base, &t.paths) {
+                Ok((files, _)) => {
+                    for f in files {
+                        report::line(self.json, &format!("would delete file {} ({})", f.rel, naturalsize(f.size)));
+                        tally.files += 1;
+                        tally.file_bytes += f.size;
+                    }
+                }
+                Err(e) => {
+                    log::error!("listing files of {}: {e}", t.paths.original);
+                    tally.failed += 1;
+                }
+            }
+        } else {
+            match media_store::remove_media_files(self.base, &t.paths) {
+                Ok((files, bytes)) => {
+                    tally.files += files;
+                    tally.file_bytes += bytes;
+                }
+                Err(e) => {
+                    log::error!("deleting files of {} (its row is gone; `check --fix` removes the rest): {e}", mxc(t));
+                    tally.failed += 1;
+                }
+            }
+        }
+        let Some(store) = self.store else { return };
+        let original = format!("{}{}", self.prefix, t.paths.original);
+        let thumbnails = format!("{}{}/", self.prefix, t.paths.thumbnail_dir);
+        let mut keys = Vec::new();
+        let listed = store
+            .list(&original, &mut |o| {
+                if o.key == original {
+                    keys.push(o);
+                }
+                Ok(())
+            })
+            .and_then(|()| {
+                store.list(&thumbnails, &mut |o| {
+                    keys.push(o);
+                    Ok(())
+                })
+            });
+        if let Err(e) = listed {
+            log::error!("listing objects of {}: {e}", mxc(t));
+            tally.failed += 1;
+            return;
+        }
+        for o in keys {
+            if self.dry_run {
+                report::line(self.json, &format!("would delete object {} ({})", o.key, naturalsize(o.size)));
+            } else if let Err(e) = store.delete(&o.key) {
+                log::error!("{e} (its row is gone; `check --fix` removes the object)");
+                tally.failed += 1;
+                continue;
+            }
+            tally.objects += 1;
+            tally.object_bytes += o.size;
+        }
+    }
+}
+
+fn mxc(t: &Target) -> String {
+    if t.origin.is_empty() { format!("(local)/{}", t.media_id) } else { format!("{}/{}", t.origin, t.media_id) }
+}
+
+/// The conditions a row must meet to be purged, shared by the selection and
+/// the deletion (which re-checks them, so a media accessed meanwhile stays).
+fn conditions(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Remote => "COALESCE(last_access_ts, created_ts) < CAST($1 AS BIGINT) AND quarantined_by IS NULL",
+        MediaKind::Local => {
+            "COALESCE(last_access_ts, created_ts) < CAST($1 AS BIGINT) AND media_length IS NOT NULL \
+             AND media_length > CAST($2 AS BIGINT) AND url_cache IS NULL AND quarantined_by IS NULL \
+             AND NOT safe_from_quarantine"
+        }
+    }
+}
+
+/// The next page of candidates after `after` (origin, media_id), by key.
+fn select_page(db: &mut HomeserverDb, rule: &Rule, after: &(String, String)) -> Result<Vec<(String, String, String)>> {
+    let sql = match rule.kind {
+        MediaKind::Remote => format!(
+            "SELECT media_origin, media_id, filesystem_id FROM remote_media_cache WHERE {} \
+             AND (media_origin > $2 OR (media_origin = $2 AND media_id > $3)) \
+             ORDER BY media_origin, media_id LIMIT {BATCH}",
+            conditions(MediaKind::Remote)
+        ),
+        MediaKind::Local => format!(
+            "SELECT '', media_id, media_id FROM local_media_repository WHERE {} AND media_id > $3 \
+             ORDER BY media_id LIMIT {BATCH}",
+            conditions(MediaKind::Local)
+        ),
+    };
+    let params = match rule.kind {
+        MediaKind::Remote => vec![Param::Int(rule.cutoff_ms), Param::Text(after.0.clone()), Param::Text(after.1.clone())],
+        MediaKind::Local => vec![Param::Int(rule.cutoff_ms), Param::Int(rule.size_gt), Param::Text(after.1.clone())],
+    };
+    let mut page = Vec::new();
+    let table = match rule.kind {
+        MediaKind::Remote => "remote_media_cache",
+        MediaKind::Local => "local_media_repository",
+    };
+    db.for_each_row(&sql, &params, table, |row| {
+        let mut row = row.into_iter().map(Option::unwrap_or_default);
+        let mut next = || row.next().unwrap_or_default();
+        page.push((next(), next(), next()));
+        Ok(())
+    })?;
+    Ok(page)
+}
+
+/// Delete the rows of `targets` (media and thumbnails) in one transaction;
+/// true for each media whose row was deleted.
+fn delete_rows(db: &mut HomeserverDb, rule: &Rule, targets: &[Target]) -> Result<Vec<bool>> {
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (media_sql, thumbs_sql) = match rule.kind {
+        MediaKind::Remote => (
+            format!("DELETE FROM remote_media_cache WHERE {} AND media_origin = $2 AND media_id = $3", conditions(MediaKind::Remote)),
+            "DELETE FROM remote_media_cache_thumbnails WHERE media_origin = $1 AND media_id = $2".to_owned(),
+        ),
+        MediaKind::Local => (
+            format!("DELETE FROM local_media_repository WHERE {} AND media_id = $3", conditions(MediaKind::Local)),
+            "DELETE FROM local_media_repository_thumbnails WHERE media_id = $1".to_owned(),
+        ),
+    };
+    let mut statements = Vec::with_capacity(targets.len() * 2);
+    for t in targets {
+        let index = statements.len();
+        match rule.kind {
+            MediaKind::Remote => {
+                statements.push((media_sql.as_str(), vec![Param::Int(rule.cutoff_ms), Param::Text(t.origin.clone()), Param::Text(t.media_id.clone())], None));
+                statements.push((thumbs_sql.as_str(), vec![Param::Text(t.origin.clone()), Param::Text(t.media_id.clone())], Some(index)));
+            }
+            MediaKind::Local => {
+                statements.push((media_sql.as_str(), vec![Param::Int(rule.cutoff_ms), Param::Int(rule.size_gt), Param::Text(t.media_id.clone())], None));
+                statements.push((thumbs_sql.as_str(), vec![Param::Text(t.media_id.clone())], Some(index)));
+            }
+        }
+    }
+    let changed = db.transaction(&statements)?;
+    Ok(changed.chunks(2).map(|pair| pair[0] > 0).collect())
+}
+
+fn print_summary(json: bool, dry_run: bool, results: &[(Rule, Tally)], has_store: bool) {
+    let verb = |past: &str| if dry_run { format!("(dry run) Would have {}", past.to_lowercase()) } else { past.to_owned() };
+    let mut lines = Vec::new();
+    let mut value = serde_json::Map::new();
+    for (rule, t) in results {
+        let kind = rule.kind.as_str();
+        lines.push(format!("{} {} {kind} media not accessed for {}", verb("Purged"), t.media, crate::duration::short(rule.older_than)));
+        lines.push(format!("{} {} files ({})", verb("Deleted"), t.files, naturalsize(t.file_bytes)));
+        if has_store {
+            lines.push(format!("{} {} objects ({})", verb("Deleted"), t.objects, naturalsize(t.object_bytes)));
+        }
+        if t.avatars_kept > 0 {
+            lines.push(format!("Kept {} avatars", t.avatars_kept));
+        }
+        if t.kept_in_use > 0 {
+            lines.push(format!("Kept {} media accessed or protected since they were selected", t.kept_in_use));
+        }
+        if t.refused + t.failed > 0 {
+            lines.push(format!("{} rows were refused and {} deletions failed; see the messages above", t.refused, t.failed));
+        }
+        value.insert(
+            kind.to_owned(),
+            json!({"older_than_secs": rule.older_than.as_secs(), "source": rule.source, "cutoff_ms": rule.cutoff_ms,
+                   "media": t.media, "files": t.files, "file_bytes": t.file_bytes, "objects": t.objects,
+                   "object_bytes": t.object_bytes, "avatars_kept": t.avatars_kept, "kept_in_use": t.kept_in_use,
+                   "refused": t.refused, "failed": t.failed}),
+        );
+    }
+    value.insert("command".into(), json!("purge"));
+    value.insert("dry_run".into(), json!(dry_run));
+    value.insert("object_store".into(), json!(has_store));
+    report::summary(json, &lines, serde_json::Value::Object(value));
+}

@@ -1,0 +1,262 @@
+//! The settings of one `migrate`, `purge` or `check` run, each taken from
+//! the first source that has it:
+//!
+//! 1. a command-line flag,
+//! 2. an environment variable (`MEDIA_OFFLOAD_<KEY>`; secrets: `AWS_*` and
+//!    `MEDIA_OFFLOAD_SSE_CUSTOMER_KEY`),
+//! 3. a systemd credential (`$CREDENTIALS_DIRECTORY/<key>`, secrets only),
+//! 4. media-offload's config file (`--config`, never secrets),
+//! 5. homeserver.yaml (`media_store_path`, the S3 provider's `config`),
+//! 6. a default.
+//!
+//! With `-v` every setting is logged with its source (secrets as "set").
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::file::FileConfig;
+use super::homeserver::HomeserverMedia;
+use super::{DbConfig, Secret, locate_database, read_yaml};
+use crate::cli::{STORAGE_CLASSES, StoreFlags};
+use crate::store::{Credentials, StoreSettings};
+
+/// Environment variable holding the SSE-C key.
+pub const SSE_KEY_ENV: &str = "MEDIA_OFFLOAD_SSE_CUSTOMER_KEY";
+
+/// The config file as loaded, with its path for messages.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedFile {
+    pub path: Option<PathBuf>,
+    pub config: FileConfig,
+}
+
+impl LoadedFile {
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        match path {
+            None => Ok(Self::default()),
+            Some(p) => Ok(Self { path: Some(p.to_owned()), config: FileConfig::load(p)? }),
+        }
+    }
+
+    /// "config.yaml: key", for messages.
+    pub fn source(&self, key: &str) -> String {
+        let name = self.path.as_ref().map_or_else(|| "config file".to_owned(), |p| p.display().to_string());
+        format!("{name}: {key}")
+    }
+}
+
+/// Everything a run needs to find the homeserver, its media and the store.
+#[derive(Debug)]
+pub struct Settings {
+    pub homeserver_config_path: PathBuf,
+    pub homeserver: HomeserverMedia,
+    pub database: DbConfig,
+    pub media_store_path: PathBuf,
+    /// None when no bucket is configured anywhere.
+    pub store: Option<StoreSettings>,
+    pub concurrency: usize,
+}
+
+struct Resolver<'a> {
+    file: &'a LoadedFile,
+    hs: &'a HomeserverMedia,
+    credentials_dir: Option<PathBuf>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Resolver<'_> {
+    /// A plain setting: flag, `MEDIA_OFFLOAD_<KEY>`, config file, homeserver.yaml.
+    fn pick(&self, key: &str, flag: Option<String>, file: Option<String>, hs_key: Option<&str>) -> Option<(String, String)> {
+        let env_name = format!("MEDIA_OFFLOAD_{}", key.to_uppercase());
+        let found = flag
+            .map(|v| (v, format!("--{}", key.replace('_', "-"))))
+            .or_else(|| env(&env_name).map(|v| (v, format!("environment {env_name}"))))
+            .or_else(|| file.map(|v| (v, self.file.source(key))))
+            .or_else(|| hs_key.and_then(|k| self.hs.provider_setting(k)));
+        if let Some((value, source)) = &found {
+            log::debug!("{key} = {value:?} (from {source})");
+        }
+        found
+    }
+
+    /// A secret: environment, systemd credential, homeserver.yaml.
+    fn secret(&self, key: &str, env_name: &str) -> Result<Option<(Secret, String)>> {
+        let found = if let Some(v) = env(env_name) {
+            Some((v, format!("environment {env_name}")))
+        } else if let Some(path) = self.credentials_dir.as_ref().map(|d| d.join(key)).filter(|p| p.exists()) {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("could not read the credential {}", path.display()))?;
+            let value = text.trim_end_matches(['\n', '\r']).to_owned();
+            if value.is_empty() {
+                bail!("the credential {} is empty", path.display());
+            }
+            Some((value, format!("credential {}", path.display())))
+        } else {
+            self.hs.provider_setting(key)
+        };
+        Ok(found.map(|(value, source)| {
+            log::debug!("{key} is set (from {source})");
+            (Secret(value), source)
+        }))
+    }
+}
+
+impl Settings {
+    pub fn resolve(flags: &StoreFlags, file: &LoadedFile) -> Result<Self> {
+        let cfg = &file.config;
+        let empty = HomeserverMedia::default();
+        let pre = Resolver { file, hs: &empty, credentials_dir: None };
+        let (hs_path, hs_source) = pre
+            .pick(
+                "homeserver_config_path",
+                flags.homeserver_config_path.as_ref().map(|p| p.display().to_string()),
+                cfg.homeserver_config_path.as_ref().map(|p| p.display().to_string()),
+                None,
+            )
+            .unwrap_or_else(|| ("homeserver.yaml".to_owned(), "default".to_owned()));
+        let homeserver_config_path = PathBuf::from(hs_path);
+        let homeserver = if homeserver_config_path.is_file() {
+            let doc = read_yaml(&homeserver_config_path)?;
+            HomeserverMedia::from_yaml(&doc, &homeserver_config_path.display().to_string())?
+        } else {
+            log::debug!("{} ({hs_source}) does not exist", homeserver_config_path.display());
+            HomeserverMedia { origin: homeserver_config_path.display().to_string(), ..Default::default() }
+        };
+        let (database, db_source) = locate_database(&homeserver_config_path)?;
+        log::debug!("homeserver database settings from {db_source}");
+
+        let r = Resolver {
+            file,
+            hs: &homeserver,
+            credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        };
+        let media_store_path = r
+            .pick(
+                "media_store_path",
+                flags.media_store_path.as_ref().map(|p| p.display().to_string()),
+                cfg.media_store_path.as_ref().map(|p| p.display().to_string()),
+                None,
+            )
+            .or_else(|| {
+                // Synapse resolves a relative path against its working
+                // directory, usually the config's folder.
+                let dir = homeserver_config_path.parent().unwrap_or(Path::new(""));
+                let path = dir.join(homeserver.media_store_path.as_ref()?).display().to_string();
+                log::debug!("media_store_path = {path:?} (from {}: media_store_path)", homeserver.origin);
+                Some((path, String::new()))
+            })
+            .map(|(p, _)| PathBuf::from(p))
+            .ok_or_else(|| {
+                anyhow!(
+                    "no media store path: {} has no media_store_path; pass --media-store-path or set media_store_path in the config file",
+                    homeserver.origin
+                )
+            })?;
+
+        let concurrency = match r.pick("concurrency", flags.concurrency.map(|c| c.to_string()), cfg.concurrency.map(|c| c.to_string()), None) {
+            None => 16,
+            Some((text, source)) => match text.parse::<usize>() {
+                Ok(n) if (1..=512).contains(&n) => n,
+                _ => bail!("concurrency from {source}: expected a number from 1 to 512, found {text:?}"),
+            },
+        };
+
+        let store = match r.pick("bucket", flags.bucket.clone(), cfg.bucket.clone(), Some("bucket")) {
+            None => {
+                log::debug!("no bucket configured: no object store");
+                None
+            }
+            Some((bucket, _)) => Some(Self::store(&r, flags, cfg, bucket)?),
+        };
+        Ok(Self { homeserver_config_path, homeserver, database, media_store_path, store, concurrency })
+    }
+
+    fn store(r: &Resolver<'_>, flags: &StoreFlags, cfg: &FileConfig, bucket: String) -> Result<StoreSettings> {
+        let region = r
+            .pick("region_name", flags.region.clone(), cfg.region_name.clone(), Some("region_name"))
+            .map(|(v, _)| v);
+        let endpoint_url = r
+            .pick("endpoint_url", flags.endpoint_url.clone(), cfg.endpoint_url.clone(), Some("endpoint_url"))
+            .map(|(v, _)| v);
+        let prefix = r.pick("prefix", flags.prefix.clone(), cfg.prefix.clone(), Some("prefix")).map(|(v, _)| v).unwrap_or_default();
+        let storage_class = match r.pick("storage_class", flags.storage_class.clone(), cfg.storage_class.clone(), Some("storage_class")) {
+            None => "STANDARD".to_owned(),
+            Some((class, _)) if STORAGE_CLASSES.contains(&class.as_str()) => class,
+            Some((class, source)) => {
+                bail!("storage_class from {source}: {class:?} is not one of {}", STORAGE_CLASSES.join(", "))
+            }
+        };
+        let algorithm = r
+            .pick("sse_customer_algo", flags.sse_customer_algo.clone(), cfg.sse_customer_algo.clone(), Some("sse_customer_algo"))
+            .map_or_else(|| "AES256".to_owned(), |(v, _)| v);
+        let sse_key = match &flags.sse_customer_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("could not read the SSE-C key file {}", path.display()))?;
+                crate::store::warn_if_readable_by_others(path);
+                let key = text.trim_end_matches(['\n', '\r']).to_owned();
+                if key.is_empty() {
+                    bail!("the SSE-C key file {} is empty", path.display());
+                }
+                Some(Secret(key))
+            }
+            None => r.secret("sse_customer_key", SSE_KEY_ENV)?.map(|(s, _)| s),
+        };
+        let key_id = r.secret("access_key_id", "AWS_ACCESS_KEY_ID")?;
+        let secret_key = r.secret("secret_access_key", "AWS_SECRET_ACCESS_KEY")?;
+        let token = r.secret("session_token", "AWS_SESSION_TOKEN")?;
+        let credentials = match (key_id, secret_key) {
+            (Some((id, _)), Some((secret, _))) => {
+                Some(Credentials { access_key_id: id.0, secret_access_key: secret, session_token: token.map(|(t, _)| t) })
+            }
+            (None, None) => {
+                log::debug!("no S3 access key configured: using the AWS SDK's default credential chain");
+                None
+            }
+            (Some((_, from)), None) => bail!("an S3 access key id is set (from {from}) but no secret_access_key"),
+            (None, Some((_, from))) => bail!("an S3 secret_access_key is set (from {from}) but no access_key_id"),
+        };
+        Ok(StoreSettings { bucket, endpoint_url, region, storage_class, prefix, sse_key, sse_algorithm: algorithm, credentials })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hs() -> HomeserverMedia {
+        let doc = serde_yaml_ng::from_str(
+            "media_storage_providers:\n- module: s3_storage_provider.S3StorageProviderBackend\n  config:\n    bucket: from-hs\n    prefix: hs/\n",
+        )
+        .unwrap();
+        HomeserverMedia::from_yaml(&doc, "hs.yaml").unwrap()
+    }
+
+    #[test]
+    fn flag_beats_config_file_beats_homeserver_yaml() {
+        let hs = hs();
+        let file = LoadedFile { path: Some("mo.yaml".into()), config: FileConfig { bucket: Some("from-file".into()), ..Default::default() } };
+        let r = Resolver { file: &file, hs: &hs, credentials_dir: None };
+        assert_eq!(r.pick("bucket", Some("from-flag".into()), Some("from-file".into()), Some("bucket")).unwrap(), ("from-flag".into(), "--bucket".into()));
+        assert_eq!(r.pick("bucket", None, Some("from-file".into()), Some("bucket")).unwrap(), ("from-file".into(), "mo.yaml: bucket".into()));
+        let (value, source) = r.pick("prefix", None, None, Some("prefix")).unwrap();
+        assert_eq!((value.as_str(), source.as_str()), ("hs/", "hs.yaml: media_storage_providers[0].config.prefix"));
+        assert_eq!(r.pick("region_name", None, None, Some("region_name")), None);
+    }
+
+    #[test]
+    fn secrets_come_from_credential_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret_access_key"), "s3cr3t\n").unwrap();
+        let (hs, file) = (hs(), LoadedFile::default());
+        let r = Resolver { file: &file, hs: &hs, credentials_dir: Some(dir.path().to_owned()) };
+        let (secret, source) = r.secret("secret_access_key", "MEDIA_OFFLOAD_TEST_UNSET_VARIABLE").unwrap().unwrap();
+        assert_eq!(secret, Secret("s3cr3t".into()));
+        assert!(source.starts_with("credential "), "{source}");
+        assert!(r.secret("session_token", "MEDIA_OFFLOAD_TEST_UNSET_VARIABLE").unwrap().is_none());
+    }
+}
