@@ -153,14 +153,13 @@ impl Cache {
         if media.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
-        {
+        self.write(|tx| {
             let mut stmt = tx.prepare_cached("DELETE FROM media WHERE origin = ?1 AND media_id = ?2")?;
             for (origin, media_id) in media {
                 stmt.execute(params![origin, media_id])?;
             }
-        }
-        tx.commit().with_context(|| format!("could not write to {}", self.path.display()))
+            Ok(())
+        })
     }
 
     pub fn path(&self) -> &Path {
