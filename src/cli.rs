@@ -250,13 +250,14 @@ pub struct MigrateArgs {
 
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
-    /// Purge cached remote media not accessed for this long [default:
-    /// purge.remote_older_than from --config, else media_retention.remote_media_lifetime].
+    /// Purge cached remote media not accessed for this long. Without any
+    /// duration flag, the policy is the --config purge section, else
+    /// media_retention from homeserver.yaml.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub remote_older_than: Option<Duration>,
 
-    /// Also purge local media not accessed for this long [default:
-    /// purge.local_older_than from --config, else media_retention.local_media_lifetime].
+    /// Also purge local media not accessed for this long (never avatars,
+    /// quarantined, protected or pending media).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub local_older_than: Option<Duration>,
 

@@ -36,6 +36,8 @@ pub enum Failure {
     Partial { count: u64 },
     #[error("{count} inconsistencies found; see the report above")]
     Found { count: u64 },
+    #[error("{count} fix(es) not done; see the report and messages above")]
+    NotFixed { count: u64 },
 }
 
 impl Failure {
@@ -44,6 +46,7 @@ impl Failure {
             Failure::Locked(_) => ExitCode::Locked,
             Failure::Partial { .. } => ExitCode::Partial,
             Failure::Found { .. } => ExitCode::Found,
+            Failure::NotFixed { .. } => ExitCode::Partial,
         }
     }
 }

@@ -306,7 +306,7 @@ fn dry_run_changes_nothing_and_a_second_purge_does_nothing(mut hs: Homeserver) {
 on_sqlite_and_postgres!(dry_run_and_idempotence_on_sqlite, dry_run_and_idempotence_on_postgres, dry_run_changes_nothing_and_a_second_purge_does_nothing);
 
 #[test]
-fn without_flags_media_retention_from_homeserver_yaml_applies_and_the_config_file_overrides_it() {
+fn without_flags_media_retention_applies_and_a_config_purge_section_replaces_it() {
     let mut hs = Homeserver::sqlite();
     // Synapse's units: 90m is ninety minutes, not ninety 30-day months.
     hs.write_homeserver_yaml_with(Some(SERVER_NAME), &media_retention_yaml(Some("90d"), Some("90m")));
@@ -338,15 +338,18 @@ fn without_flags_media_retention_from_homeserver_yaml_applies_and_the_config_fil
         hs.assert_local_intact(m);
     }
 
-    // purge.remote_older_than in the config file beats media_retention
-    // (s3_media_upload units there); local still comes from homeserver.yaml.
+    // A purge section in the config file replaces media_retention as a
+    // whole (s3_media_upload units there): with only remote_older_than in
+    // it, no local media is purged, whatever homeserver.yaml says.
+    let l_200d = hs.add(local(&hs).created_days_ago(200));
     let cfg = hs.write_file("mo.yaml", "purge:\n  remote_older_than: 600s\n");
     let out = hs.mo(&["--json", "--no-progress", "--config", cfg.to_str().unwrap(), "purge"]).ok();
     let v = out.json();
     assert!(v["remote"]["source"].as_str().unwrap().contains("mo.yaml"), "{v}");
-    assert!(v["local"]["source"].as_str().unwrap().contains("media_retention"), "{v}");
+    assert!(v["local"].is_null(), "{v}");
     assert_eq!(out.jn("remote.media"), 1);
-    assert_eq!(out.jn("local.media"), 0);
+    assert!(hs.has_row(&l_200d));
+    hs.assert_local_intact(&l_200d);
     assert!(!hs.has_row(&r_20min));
     hs.assert_local_gone(&r_20min);
     assert!(hs.has_row(&l_80d));

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::Context;
-use crate::cache::RunLock;
+use crate::cache::{Cache, Rows, RunLock};
 use crate::cli::CheckArgs;
 use crate::config::settings::Settings;
 use crate::duration::parse_duration;
@@ -81,6 +81,9 @@ struct Report {
     not_media_files: Finding,
     /// Keys under the prefix that are not Synapse's layout.
     not_media_objects: Finding,
+    /// cache.db rows of media the database no longer has (a purge killed
+    /// between its database commit and its cache.db update).
+    stale_cache_rows: Finding,
     young: u64,
     fix_refused: Vec<String>,
     fix_failed: u64,
@@ -145,6 +148,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
         Ok(())
     })?;
 
+    let stale = stale_cache_rows(&ctx.cache_db, &index, keep, &mut r)?;
     walk_files(base, &index, young_before, keep, &mut r)?;
     find_lost(base, &index, &prefix, &server, &mut db, keep, &mut r)?;
     if store.is_some() {
@@ -153,16 +157,27 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
 
     if args.fix {
         fix(base, store.as_deref(), &mut db, &index, &orphan_rows, &mut r)?;
+        if !stale.is_empty() {
+            Cache::open(&ctx.cache_db)?.remove(&stale)?;
+            r.stale_cache_rows.fixed = stale.len() as u64;
+        }
+    }
+    if store.is_none() {
+        log::warn!("no object store configured: media offloaded to a store count as lost; give the store (--bucket or homeserver.yaml)");
     }
     print(ctx.json, args.fix, grace, store.is_some(), &r);
     let open = r.lost_media.count
         + if args.fix {
             0
         } else {
-            r.orphan_thumbnail_rows.count + r.orphan_thumbnail_files.count + r.unknown_files.count + r.unknown_objects.count
+            r.orphan_thumbnail_rows.count
+                + r.orphan_thumbnail_files.count
+                + r.unknown_files.count
+                + r.unknown_objects.count
+                + r.stale_cache_rows.count
         };
     if r.fix_failed > 0 || !r.fix_refused.is_empty() {
-        return Err(Failure::Partial { count: r.fix_failed + r.fix_refused.len() as u64 }.into());
+        return Err(Failure::NotFixed { count: r.fix_failed + r.fix_refused.len() as u64 }.into());
     }
     match open {
         0 => Ok(()),
@@ -213,6 +228,31 @@ impl Drop for Index {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// cache.db rows whose media the database no longer has. Returns their keys.
+fn stale_cache_rows(cache_db: &Path, index: &Index, keep: usize, r: &mut Report) -> Result<Vec<(String, String)>> {
+    let mut stale = Vec::new();
+    if !cache_db.exists() {
+        return Ok(stale);
+    }
+    let cache = Cache::reader_of(cache_db)?;
+    let mut after = 0;
+    loop {
+        let page = cache.page(Rows::All, after, super::PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = last.rowid;
+        for row in page {
+            let Some(kind) = MediaKind::parse(&row.kind) else { continue };
+            let stored = StoredFile { kind, origin: row.origin.clone(), filesystem_id: row.filesystem_id.clone(), thumbnail: false };
+            if !index.knows(&stored)? {
+                let who = if row.origin.is_empty() { row.media_id.clone() } else { format!("{}/{}", row.origin, row.media_id) };
+                r.stale_cache_rows.add(who, 0, keep);
+                stale.push((row.origin, row.media_id));
+            }
+        }
+    }
+    Ok(stale)
 }
 
 /// Kinds 1 (thumbnail files) and 2: every file under the store's folders.
@@ -443,6 +483,9 @@ fn print(json: bool, fix: bool, grace: Duration, has_store: bool, r: &Report) {
     if has_store {
         section("4. Objects no row knows", &r.unknown_objects, true);
     }
+    if r.stale_cache_rows.count > 0 {
+        section("cache.db rows of media that no longer exist", &r.stale_cache_rows, true);
+    }
     if r.young > 0 {
         lines.push(format!("Left alone: {} files and objects younger than {}", r.young, crate::duration::short(grace)));
     }
@@ -464,7 +507,7 @@ fn print(json: bool, fix: bool, grace: Duration, has_store: bool, r: &Report) {
                "orphan_thumbnail_files": r.orphan_thumbnail_files.json(),
                "unknown_files": r.unknown_files.json(), "lost_media": r.lost_media.json(),
                "unknown_objects": r.unknown_objects.json(), "not_media_files": r.not_media_files.json(),
-               "not_media_objects": r.not_media_objects.json(), "young": r.young,
+               "not_media_objects": r.not_media_objects.json(), "stale_cache_rows": r.stale_cache_rows.json(), "young": r.young,
                "fix_refused": r.fix_refused, "fix_failed": r.fix_failed}),
     );
 }

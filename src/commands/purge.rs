@@ -119,24 +119,25 @@ pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
 
 fn rules(ctx: &Context, args: &PurgeArgs, settings: &Settings) -> Result<Vec<Rule>> {
     let file = &ctx.file.config.purge;
-    // A duration on the command line says what to purge: the configured
-    // retention of the other kind does not join in.
-    let on_command_line = args.remote_older_than.is_some() || args.local_older_than.is_some();
-    let pick = |flag: Option<Duration>, flag_name: &str, key: &str, file_value: &Option<String>, hs: Option<Duration>| -> Result<Option<(Duration, String)>> {
-        if let Some(d) = flag {
-            return Ok(Some((d, flag_name.to_owned())));
-        }
-        if on_command_line {
-            return Ok(None);
-        }
-        if let Some(text) = file_value {
-            let source = ctx.file.source(&format!("purge.{key}"));
-            return parse_duration(text).map(|d| Some((d, source.clone()))).map_err(|e| anyhow!("{source}: {e}"));
-        }
-        Ok(hs.map(|d| (d, format!("{}: media_retention", settings.homeserver.origin))))
+    // The policy comes whole from the first place that sets one: the
+    // command line, else the config file's purge section, else
+    // media_retention. A kind one of them leaves out is not purged, so
+    // `--remote-older-than` alone never deletes local media.
+    let from_flags = [(args.remote_older_than, "--remote-older-than"), (args.local_older_than, "--local-older-than")]
+        .map(|(d, name)| d.map(|d| (d, name.to_owned())));
+    let from_file = |text: &Option<String>, key: &str| -> Result<Option<(Duration, String)>> {
+        let Some(text) = text else { return Ok(None) };
+        let source = ctx.file.source(&format!("purge.{key}"));
+        parse_duration(text).map(|d| Some((d, source.clone()))).map_err(|e| anyhow!("{source}: {e}"))
     };
-    let remote = pick(args.remote_older_than, "--remote-older-than", "remote_older_than", &file.remote_older_than, settings.homeserver.remote_media_lifetime)?;
-    let local = pick(args.local_older_than, "--local-older-than", "local_older_than", &file.local_older_than, settings.homeserver.local_media_lifetime)?;
+    let retention = |d: Option<Duration>| d.map(|d| (d, format!("{}: media_retention", settings.homeserver.origin)));
+    let [remote, local] = if from_flags.iter().any(Option::is_some) {
+        from_flags
+    } else if file.remote_older_than.is_some() || file.local_older_than.is_some() {
+        [from_file(&file.remote_older_than, "remote_older_than")?, from_file(&file.local_older_than, "local_older_than")?]
+    } else {
+        [retention(settings.homeserver.remote_media_lifetime), retention(settings.homeserver.local_media_lifetime)]
+    };
     let size_gt = args.size_gt.or(file.size_gt).unwrap_or(0);
     let size_gt = i64::try_from(size_gt).map_err(|_| anyhow!("--size-gt {size_gt} is too large"))?;
     let mut rules = Vec::new();
