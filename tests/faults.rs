@@ -10,23 +10,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// The seed of a test's random choices: `MO_FAULT_SEED` if set, else a new
-/// one. Printed either way, so a failure can be replayed.
-fn seed(test: &str) -> u64 {
-    let seed = match std::env::var("MO_FAULT_SEED") {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("MO_FAULT_SEED={v:?} is not a whole number")),
-        Err(_) => now_ms() as u64 % 1_000_000_007,
-    };
-    eprintln!("{test}: seed {seed} (replay with MO_FAULT_SEED={seed})");
-    seed
-}
 
 /// Asserts that every generated file missing from disk has an object, read
 /// straight from moto, with the same MD5 as the original bytes; files
@@ -57,7 +45,7 @@ fn upload_args<'a>(hs_media: &'a str, bucket: &'a str, endpoint: &'a str) -> Vec
 
 #[test]
 fn with_ten_percent_faults_upload_delete_completes_and_every_deleted_file_has_an_identical_object() {
-    let seed = seed("10% faults");
+    let seed = fault_seed("10% faults");
     let hs = realistic_store();
     let s3 = S3::new();
     let proxy = FaultProxy::start(&s3.endpoint, FaultPlan::random(0.10, seed));
@@ -103,7 +91,7 @@ fn when_the_answer_to_a_finished_upload_is_lost_the_retry_still_ends_verified() 
             completes || puts_whole
         }),
         limit: Some(4),
-        ..FaultPlan::random(1.0, seed("lost answers"))
+        ..FaultPlan::random(1.0, fault_seed("lost answers"))
     };
     let proxy = FaultProxy::start(&s3.endpoint, plan);
     let out = hs.upload_via(&proxy.endpoint, &s3.bucket, &["--delete"]);
@@ -130,7 +118,7 @@ fn a_store_that_fails_every_request_stops_the_run_with_one_error_and_deletes_not
     let hs = few_media();
     let s3 = S3::new();
     let cache = cache_dump(&hs.cache_db());
-    let proxy = FaultProxy::start(&s3.endpoint, FaultPlan::every_request_fails(seed("every request fails")));
+    let proxy = FaultProxy::start(&s3.endpoint, FaultPlan::every_request_fails(fault_seed("every request fails")));
     let out = hs.upload_via(&proxy.endpoint, &s3.bucket, &["--delete"]);
     eprintln!("every request fails: {}\n{}", proxy.counts(), out.describe());
     let line = out.clean_error(1, &["could not reach", &proxy.endpoint]);
@@ -148,7 +136,7 @@ fn a_store_that_fails_every_object_request_fails_each_file_and_keeps_them_all() 
     let s3 = S3::new();
     let cache = cache_dump(&hs.cache_db());
     // the bucket answers, so the run starts; then every object request fails
-    let plan = FaultPlan { spare_bucket_requests: true, ..FaultPlan::every_request_fails(seed("every object request fails")) };
+    let plan = FaultPlan { spare_bucket_requests: true, ..FaultPlan::every_request_fails(fault_seed("every object request fails")) };
     let proxy = FaultProxy::start(&s3.endpoint, plan);
     let out = hs.upload_via(&proxy.endpoint, &s3.bucket, &["--delete"]);
     eprintln!("every object request fails: {}\n{}", proxy.counts(), out.describe());
@@ -168,12 +156,7 @@ fn a_store_that_fails_every_object_request_fails_each_file_and_keeps_them_all() 
 
 #[test]
 fn kill_9_at_20_random_moments_never_loses_a_file_and_a_rerun_completes() {
-    let seed = seed("kill -9");
-    let mut rng = seed;
-    let mut next_delay_ms = || {
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (rng >> 33) % 1000
-    };
+    let mut rng = SeededRng::new(fault_seed("kill -9"));
     let mut hs = realistic_store();
     let s3 = S3::new();
     let media = hs.media_arg();
@@ -190,19 +173,15 @@ fn kill_9_at_20_random_moments_never_loses_a_file_and_a_rerun_completes() {
             hs.add_all(items);
             hs.update_db("30d");
         }
-        let delay = next_delay_ms();
-        let mut child = spawn(&args, hs.cwd(), &[]);
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = child.kill(); // SIGKILL
-        let status = child.wait().unwrap();
+        let delay = rng.below(1000);
+        let killed = killed_after(&args, hs.cwd(), delay);
         let gone = assert_gone_files_have_identical_objects(&hs, &s3, &mut verified);
         let total = hs.generated().len();
-        if status.signal() == Some(9) {
+        if killed {
             kills += 1;
             eprintln!("kill {kills} after {delay} ms: {gone}/{total} files offloaded so far");
         } else {
             // it had finished before the kill: not one of the 20 moments
-            assert_eq!(status.code(), Some(0), "run {runs} failed on its own");
             eprintln!("run {runs} finished before {delay} ms: {gone}/{total} files offloaded");
         }
     }

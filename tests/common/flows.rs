@@ -1,12 +1,14 @@
 //! Shortcuts for the runs most tests make, and the checks they share.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::cache::cache_rows;
-use super::run::{run, run_python, Out};
+use super::run::{run, run_python, spawn, Out};
 use super::s3::S3;
 use super::store::{files_under, Homeserver, Media};
-use super::test_env;
+use super::{now_ms, test_env};
 use super::yaml::{pstr, Params};
 
 /// Where uploads go: an S3 bucket or a local directory store.
@@ -227,4 +229,46 @@ impl S3 {
             pstr("prefix", prefix),
         ]
     }
+}
+
+/// The seed of a test's random choices: `MO_FAULT_SEED` if set, else a new
+/// one. Printed either way, so a failure can be replayed.
+pub fn fault_seed(test: &str) -> u64 {
+    let seed = match std::env::var("MO_FAULT_SEED") {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("MO_FAULT_SEED={v:?} is not a whole number")),
+        Err(_) => now_ms() as u64 % 1_000_000_007,
+    };
+    eprintln!("{test}: seed {seed} (replay with MO_FAULT_SEED={seed})");
+    seed
+}
+
+/// A small seeded generator (an LCG): the same seed, the same choices.
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    pub fn new(seed: u64) -> SeededRng {
+        SeededRng(seed)
+    }
+
+    /// The next number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Starts media-offload with `args` in `cwd`, sends it SIGKILL after
+/// `delay_ms` and waits for it. True when the kill hit the running process;
+/// false when it had already finished, which it must have done successfully.
+#[track_caller]
+pub fn killed_after(args: &[&str], cwd: &Path, delay_ms: u64) -> bool {
+    let mut child = spawn(args, cwd, &[]);
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    let _ = child.kill(); // SIGKILL
+    let status = child.wait().unwrap();
+    if status.signal() == Some(9) {
+        return true;
+    }
+    assert_eq!(status.code(), Some(0), "media-offload {} failed on its own before the kill", args.join(" "));
+    false
 }
