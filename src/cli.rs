@@ -280,6 +280,12 @@ pub struct CheckArgs {
     #[arg(long)]
     pub fix: bool,
 
+    /// With --fix: remove the orphans even when most of what check sees is
+    /// unknown (e.g. after a purge of most of the store was interrupted).
+    /// Make sure the database, media store and prefix are the right ones.
+    #[arg(long, requires = "fix")]
+    pub force: bool,
+
     /// Ignore files and objects younger than this (Synapse writes a file
     /// before its row) [default: check.grace_period from --config, else 1h].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]

@@ -357,6 +357,16 @@ fn fix_refuses_when_most_of_the_store_is_unknown_to_the_database() {
     assert_eq!(out.jn("lost_media.count"), 2, "their rows have no bytes here");
     assert_eq!(out.json()["fix_refused"].as_array().unwrap().len(), 2);
     assert_eq!(ours.local_files(), files);
+
+    // --force overrides the guard (after an interrupted purge of most of a
+    // store, the orphans really can outnumber the rest): here it removes
+    // everything this database does not know, and says it is forcing.
+    json_args.push("--force");
+    let out = ours.mo_store(&s3, PREFIX, &json_args).status(4);
+    assert!(out.stderr.contains("--force"), "{}", out.describe());
+    assert_eq!(out.jn("unknown_files.fixed"), media.len() as i64);
+    assert!(out.json()["fix_refused"].as_array().unwrap().is_empty());
+    assert!(ours.local_files().is_empty());
 }
 
 #[test]

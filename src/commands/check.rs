@@ -156,7 +156,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     }
 
     if args.fix {
-        fix(base, store.as_deref(), &mut db, &index, &orphan_rows, &mut r)?;
+        fix(base, store.as_deref(), &mut db, &index, &orphan_rows, args.force, &mut r)?;
         if !stale.is_empty() {
             Cache::open(&ctx.cache_db)?.remove(&stale)?;
             r.stale_cache_rows.fixed = stale.len() as u64;
@@ -393,7 +393,15 @@ fn plausible(unknown: u64, seen: u64) -> bool {
     unknown <= 10 || unknown * 2 <= seen
 }
 
-fn fix(base: &Path, store: Option<&dyn ObjectStore>, db: &mut HomeserverDb, index: &Index, orphan_rows: &[(String, String)], r: &mut Report) -> Result<()> {
+fn fix(
+    base: &Path,
+    store: Option<&dyn ObjectStore>,
+    db: &mut HomeserverDb,
+    index: &Index,
+    orphan_rows: &[(String, String)],
+    force: bool,
+    r: &mut Report,
+) -> Result<()> {
     for (origin, media_id) in orphan_rows {
         let statement = if origin.is_empty() {
             (
@@ -413,19 +421,24 @@ fn fix(base: &Path, store: Option<&dyn ObjectStore>, db: &mut HomeserverDb, inde
         r.orphan_thumbnail_rows.fixed += db.transaction(&[statement])?[0];
     }
     let files_unknown = r.unknown_files.count + r.orphan_thumbnail_files.count;
-    let files_ok = plausible(files_unknown, r.files);
+    let files_ok = force || plausible(files_unknown, r.files);
     if !files_ok {
         r.fix_refused.push(format!(
-            "{files_unknown} of {} files are unknown to the database: is this the media store of this database? Nothing was deleted",
+            "{files_unknown} of {} files are unknown to the database: is this the media store of this database? \
+             Nothing was deleted (--force deletes them anyway)",
             r.files
         ));
     }
-    let objects_ok = plausible(r.unknown_objects.count, r.objects);
+    let objects_ok = force || plausible(r.unknown_objects.count, r.objects);
     if !objects_ok {
         r.fix_refused.push(format!(
-            "{} of {} objects are unknown to the database: is this the right bucket and prefix? Nothing was deleted",
+            "{} of {} objects are unknown to the database: is this the right bucket and prefix? \
+             Nothing was deleted (--force deletes them anyway)",
             r.unknown_objects.count, r.objects
         ));
+    }
+    if force && !(plausible(files_unknown, r.files) && plausible(r.unknown_objects.count, r.objects)) {
+        log::warn!("--force: removing orphans although most of what check sees is unknown to the database");
     }
     let mut stmt = index.conn.prepare("SELECT what, path FROM orphans")?;
     let mut rows = stmt.query([])?;

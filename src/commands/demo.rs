@@ -95,7 +95,7 @@ pub fn run(ctx: &Context, dir: &Path, count: u32) -> Result<()> {
     let demo_ctx = Context::new(None, Some(&config), ctx.lock, ctx.json)?;
     migrate::run(&demo_ctx, &MigrateArgs { duration: None, dry_run: false, store: StoreFlags::default() })?;
     report::say("\nChecking that every media is recoverable and nothing is orphaned ...\n");
-    check::run(&demo_ctx, &CheckArgs { fix: false, grace_period: None, samples: 5, store: StoreFlags::default() })?;
+    check::run(&demo_ctx, &CheckArgs { fix: false, force: false, grace_period: None, samples: 5, store: StoreFlags::default() })?;
     report::say(&format!(
         "\nRun the daily job again to see that nothing is left to do:\n  media-offload --config {0} migrate\n\
          Try a retention run (lists what it would delete):\n  media-offload --config {0} purge --remote-older-than 60d --dry-run",
