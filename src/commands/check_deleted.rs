@@ -79,6 +79,7 @@ pub fn check(cache: &mut Cache, base: &Path) -> Result<Checked> {
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4).min(16);
     let mut result = Checked::default();
     let mut after = 0;
+    cache.begin()?;
     loop {
         let page = cache.page(Rows::All, after, PAGE)?;
         let Some(last) = page.last() else { break };
@@ -112,6 +113,7 @@ pub fn check(cache: &mut Cache, base: &Path) -> Result<Checked> {
         result.checked += page.len() as u64;
         progress.advance(page.len() as u64, 0);
     }
+    cache.commit()?;
     progress.finish();
     Ok(result)
 }

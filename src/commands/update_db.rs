@@ -62,6 +62,7 @@ pub fn sync_with(cache: &mut Cache, db_config: &DbConfig, duration: Duration) ->
     let since = std::time::UNIX_EPOCH + std::time::Duration::from_millis(cutoff.max(0) as u64);
     log::info!("Syncing files that haven't been accessed since: {}", humantime::format_rfc3339_seconds(since));
     let mut synced = Synced { cutoff_ms: cutoff, ..Default::default() };
+    cache.begin()?;
     for kind in [MediaKind::Local, MediaKind::Remote] {
         log::info!("  Syncing {} media", kind.as_str());
         let mut batch: Vec<Candidate> = Vec::with_capacity(BATCH);
@@ -84,6 +85,7 @@ pub fn sync_with(cache: &mut Cache, db_config: &DbConfig, duration: Duration) ->
         .with_context(|| format!("syncing {} media", kind.as_str()))?;
         synced.new_rows += cache.insert_new(&batch)?;
     }
+    cache.commit()?;
     log::info!("{} candidate rows, {} new in {}", synced.seen, synced.new_rows, cache.path().display());
     Ok(synced)
 }

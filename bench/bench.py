@@ -1,0 +1,684 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of media-offload, s3_media_upload 1.7.0 and rclone.
+
+Run it through bench/run, which installs and starts what this needs
+(PostgreSQL, the Python tool, rclone, the S3 server) and builds
+media-offload. Standard library only.
+
+Steps (each on the same generated data, the same S3 server on loopback):
+  upload-mix    `upload --delete` of a realistic media store
+  upload-small  the same with many small files (per-file overhead)
+  update-db     homeserver DB -> cache.db, at several row counts
+  check-deleted cache.db rows against the media store, same row counts
+
+Every run is timed: wall time here, CPU time and peak RSS of the tool by
+GNU time. The S3 server's CPU time and the machine's other CPU use during the
+run are recorded too, so a disturbed run can be recognised. Results go to
+target/bench/results.json and, as Markdown tables, target/bench/results.md.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "target" / "bench"
+BUCKET = "bench"
+ACCESS_KEY = "benchaccess"
+SECRET_KEY = "benchsecret-benchsecret"
+DAY_MS = 86_400_000
+
+# Thumbnail file names as Synapse writes them (width-height-type-subtype-method).
+IMAGE_THUMBS = [
+    ("32-32-image-jpeg-crop", 1_000, 4_000),
+    ("96-96-image-jpeg-crop", 3_000, 10_000),
+    ("320-240-image-jpeg-scale", 12_000, 45_000),
+    ("640-480-image-jpeg-scale", 35_000, 140_000),
+]
+ORIGINS = ["matrix.org", "example.com", "chat.example.net", "hs.example.org", "kde.org", "mozilla.org"]
+
+# What a data set holds: (count, kind, min bytes, max bytes, thumbnails).
+# Sizes are log-uniform between min and max.
+PROFILES = {
+    "full": {
+        "mix": [
+            (3_500, "image", 20_000, 800_000, True),  # photos and screenshots, 4 thumbnails each
+            (2_240, "file", 10_000, 1_000_000, False),  # voice messages, PDFs, stickers
+            (250, "video", 1_000_000, 20_000_000, False),
+            (3, "big", 110_000_000, 240_000_000, False),
+        ],
+        "small": [(20_000, "file", 5_000, 100_000, False)],
+        "rows": [10_000, 100_000, 1_000_000],
+        "runs": 3,
+    },
+    "smoke": {
+        "mix": [
+            (20, "image", 20_000, 800_000, True),
+            (10, "file", 10_000, 1_000_000, False),
+            (2, "video", 1_000_000, 3_000_000, False),
+            (1, "big", 9_000_000, 9_000_001, False),  # above the 8 MiB multipart threshold
+        ],
+        "small": [(200, "file", 5_000, 100_000, False)],
+        "rows": [1_000, 5_000],
+        "runs": 1,
+    },
+}
+UPLOAD_TOOLS = ["media-offload", "s3_media_upload", "rclone"]
+DB_TOOLS = ["media-offload", "s3_media_upload"]
+STEPS = ["upload-mix", "upload-small", "update-db", "check-deleted"]
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log_uniform(rng, low, high):
+    return int(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def fs_id(rng):
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return "".join(rng.choice(letters) for _ in range(24))
+
+
+# ------------------------------------------------------------------ PostgreSQL ---
+class Postgres:
+    """The throwaway cluster scripts/test-services.sh started."""
+
+    def __init__(self):
+        self.socket = os.environ["MO_TEST_PG_SOCKET"]
+        self.port = os.environ["MO_TEST_PG_PORT"]
+        self.user = os.environ["MO_TEST_PG_SUPERUSER"]
+
+    def psql(self, db, sql=None, stdin=None):
+        cmd = ["psql", "-h", self.socket, "-p", self.port, "-U", self.user, "-d", db,
+               "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+        if sql is not None:
+            cmd += ["-c", sql]
+        out = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
+        if out.returncode != 0:
+            raise BenchError(f"psql on {db}: {out.stderr.decode(errors='replace').strip()}")
+        return out.stdout.decode()
+
+    def fresh_database(self, name):
+        self.psql("postgres", f"DROP DATABASE IF EXISTS {name}")
+        self.psql("postgres", f"CREATE DATABASE {name}")
+        self.psql(name, synapse_schema())
+
+    def database_yaml(self, name):
+        # psycopg2 keyword arguments, as s3_media_upload reads them; unix socket.
+        return f"host: {self.socket}\nport: {self.port}\nuser: {self.user}\ndbname: {name}\n"
+
+    def version(self):
+        return self.psql("postgres", "SHOW server_version").strip()
+
+
+def synapse_schema():
+    """Synapse's media tables, from the schema the integration tests use."""
+    text = (ROOT / "tests" / "common" / "synapse_schema.rs").read_text()
+    found = re.search(r'SYNAPSE_MEDIA_SCHEMA_POSTGRES: &str = r#"(.*?)"#;', text, re.S)
+    if not found:
+        raise BenchError("could not find SYNAPSE_MEDIA_SCHEMA_POSTGRES in tests/common/synapse_schema.rs")
+    return found.group(1)
+
+
+# ------------------------------------------------------------------ S3 server ---
+class Server:
+    """An S3 server on loopback, started afresh (empty) for every run."""
+
+    def __init__(self, kind, rclone_env):
+        self.kind = kind
+        self.proc = None
+        self.port = None
+        self.root = WORK / "s3-root"
+        self.rclone_env = rclone_env
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self):
+        if self.kind == "s3s-fs":
+            return [os.environ["BENCH_S3S_FS"], "--host", "127.0.0.1", "--port", str(self.port),
+                    "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, str(self.root)]
+        return [str(ROOT / ".test-venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def start(self):
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        self.port = free_port()
+        env = dict(os.environ, RUST_LOG="error")
+        logfile = open(WORK / f"{self.kind}.log", "ab")
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=logfile,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        logfile.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.kind} exited at start; see {WORK / (self.kind + '.log')}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise BenchError(f"{self.kind} did not listen on port {self.port}")
+        run_checked(["rclone", "mkdir", f"bench:{BUCKET}"], env=self.rclone_env(self))
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_kib(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def run_checked(cmd, **kw):
+    out = subprocess.run(cmd, capture_output=True, check=False, **kw)
+    if out.returncode != 0:
+        raise BenchError(f"{' '.join(map(str, cmd))} exited {out.returncode}: "
+                         f"{out.stderr.decode(errors='replace').strip()[-2000:]}")
+    return out.stdout.decode()
+
+
+# ------------------------------------------------------------------ measuring ---
+def busy_cpu_seconds():
+    """CPU time spent by the whole machine (all cores) since boot."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(v) for v in fields]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(cmd, cwd, env, server=None, label=""):
+    """Run one command; return its wall time, CPU, peak RSS and context."""
+    out_path = Path(cwd) / "output.txt"
+    load = os.getloadavg()[0]
+    busy0 = busy_cpu_seconds()
+    srv0 = server.cpu_seconds() if server else 0.0
+    usage_path = Path(cwd) / "usage.txt"
+    # GNU time, not our own wait4(): a child forked from this (large) Python
+    # process would count the fork's memory in its peak RSS.
+    timed = ["/usr/bin/time", "-f", "%M %U %S", "-o", str(usage_path), *cmd]
+    with open(out_path, "wb") as out:
+        start = time.monotonic()
+        proc = subprocess.run(timed, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                              stderr=subprocess.STDOUT, check=False)
+        wall = time.monotonic() - start
+    fields = usage_path.read_text().split()[-3:]
+    peak_kib, user, sys_ = int(fields[0]), float(fields[1]), float(fields[2])
+    cpu = user + sys_
+    srv = (server.cpu_seconds() - srv0) if server else 0.0
+    result = {
+        "wall_s": wall,
+        "user_s": user,
+        "sys_s": sys_,
+        "peak_rss_kib": peak_kib,
+        "server_cpu_s": srv,
+        "other_cpu_s": max(0.0, busy_cpu_seconds() - busy0 - cpu - srv),
+        "load1_before": load,
+        "load1_after": os.getloadavg()[0],
+        "exit": proc.returncode,
+    }
+    if server:
+        result["server_peak_rss_kib"] = server.peak_rss_kib()
+    if proc.returncode != 0:
+        tail = out_path.read_text(errors="replace")[-3000:]
+        raise BenchError(f"{label}: {' '.join(map(str, cmd))} exited {proc.returncode}:\n{tail}")
+    return result
+
+
+# ------------------------------------------------------------------ data ---
+def media_rows(spec, seed):
+    """The media of a data set: dicts with kind, origin, ids, sizes of files."""
+    rng = random.Random(seed)
+    media = []
+    for count, kind, low, high, thumbs in spec:
+        for _ in range(count):
+            origin = "" if rng.random() < 0.75 else rng.choice(ORIGINS)
+            fid = fs_id(rng)
+            files = [("", log_uniform(rng, low, high))]
+            if thumbs:
+                files += [(name, log_uniform(rng, lo, hi)) for name, lo, hi in IMAGE_THUMBS]
+            media.append({"origin": origin, "media_id": fid if not origin else fs_id(rng),
+                          "filesystem_id": fid, "kind": kind, "files": files})
+    return media
+
+
+def media_paths(m):
+    a, b, rest = m["filesystem_id"][:2], m["filesystem_id"][2:4], m["filesystem_id"][4:]
+    if m["origin"]:
+        return (f"remote_content/{m['origin']}/{a}/{b}/{rest}", f"remote_thumbnail/{m['origin']}/{a}/{b}/{rest}")
+    return f"local_content/{a}/{b}/{rest}", f"local_thumbnails/{a}/{b}/{rest}"
+
+
+def write_store(media, store, seed):
+    """Write the files: incompressible bytes, each file different."""
+    block = random.Random(seed).randbytes(16 * 1024 * 1024)
+    view = memoryview(block)
+    rng = random.Random(seed + 1)
+    files = total = 0
+    for m in media:
+        original, thumb_dir = media_paths(m)
+        for name, size in m["files"]:
+            path = store / (f"{thumb_dir}/{name}" if name else original)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                header = f"{path.relative_to(store)}\n".encode()[:size]
+                f.write(header)
+                left = size - len(header)
+                while left > 0:
+                    off = rng.randrange(0, len(block) // 2)
+                    n = min(left, len(block) - off)
+                    f.write(view[off:off + n])
+                    left -= n
+            files += 1
+            total += size
+    return files, total
+
+
+def load_homeserver_rows(pg, db, media):
+    now = int(time.time() * 1000)
+    old = now - 400 * DAY_MS
+    local, remote = [], []
+    for i, m in enumerate(media):
+        size = m["files"][0][1]
+        mtype = {"image": "image/jpeg", "video": "video/mp4", "big": "video/mp4"}.get(m["kind"], "application/pdf")
+        ts = old + i
+        if m["origin"]:
+            remote.append(f"{m['origin']}\t{m['media_id']}\t{mtype}\t{ts}\tupload\t{size}\t{m['filesystem_id']}\t{ts}\n")
+        else:
+            local.append(f"{m['media_id']}\t{mtype}\t{size}\t{ts}\tupload\t@user{i % 500}:bench.example\t{ts}\n")
+    pg.psql(db, "COPY local_media_repository (media_id, media_type, media_length, created_ts, upload_name, "
+                "user_id, last_access_ts) FROM STDIN", "".join(local).encode())
+    pg.psql(db, "COPY remote_media_cache (media_origin, media_id, media_type, created_ts, upload_name, "
+                "media_length, filesystem_id, last_access_ts) FROM STDIN", "".join(remote).encode())
+
+
+def generate_rows(pg, db, n):
+    """n media rows, a quarter of them remote, all last accessed 400 days ago."""
+    now = int(time.time() * 1000)
+    n_local = n * 3 // 4
+    pg.psql(db, f"""
+        INSERT INTO local_media_repository (media_id, media_type, media_length, created_ts, upload_name,
+                                            user_id, last_access_ts)
+        SELECT substr(md5('local' || i), 1, 24), 'image/jpeg', 100000 + i % 1000, {now} - {400 * DAY_MS} - i,
+               'IMG_' || i || '.jpg', '@user' || (i % 5000) || ':bench.example', {now} - {400 * DAY_MS} + i
+        FROM generate_series(1, {n_local}) AS i""")
+    origins = "ARRAY[" + ",".join(f"'{o}'" for o in ORIGINS) + "]"
+    pg.psql(db, f"""
+        INSERT INTO remote_media_cache (media_origin, media_id, media_type, created_ts, upload_name,
+                                        media_length, filesystem_id, last_access_ts)
+        SELECT ({origins})[1 + i % {len(ORIGINS)}], substr(md5('rid' || i), 1, 24), 'image/png',
+               {now} - {400 * DAY_MS} - i, 'image.png', 50000 + i % 1000, substr(md5('rfs' || i), 1, 24),
+               {now} - {400 * DAY_MS} + i
+        FROM generate_series(1, {n - n_local}) AS i""")
+    pg.psql(db, "ANALYZE")
+
+
+def cache_count(path, where="1"):
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM media WHERE {where}").fetchone()[0]
+
+
+def count_tree(path):
+    files = total = 0
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            files += 1
+            total += os.lstat(os.path.join(dirpath, name)).st_size
+    return files, total
+
+
+# ------------------------------------------------------------------ the bench ---
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.profile = PROFILES["smoke" if args.smoke else "full"]
+        self.runs = args.runs or self.profile["runs"]
+        self.pg = Postgres()
+        self.mo = str(ROOT / "target" / "release" / "media-offload")
+        self.py = str(ROOT / ".test-venv" / "bin" / "s3_media_upload")
+        self.server = Server(args.server, self.rclone_env)
+        self.results = []
+        self.base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
+        self.base_env.update({
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "PGPASSWORD": os.environ.get("MO_TEST_PG_SUPERPASS", ""),
+        })
+
+    def rclone_env(self, server):
+        conf = WORK / "rclone.conf"
+        conf.touch()
+        return dict(self.base_env, RCLONE_CONFIG=str(conf), RCLONE_CONFIG_BENCH_TYPE="s3",
+                    RCLONE_CONFIG_BENCH_PROVIDER="Other", RCLONE_CONFIG_BENCH_ENV_AUTH="false",
+                    RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=ACCESS_KEY, RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SECRET_KEY,
+                    RCLONE_CONFIG_BENCH_REGION="us-east-1", RCLONE_CONFIG_BENCH_ENDPOINT=server.url,
+                    RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE="true")
+
+    def record(self, step, tool, size, run, result, **extra):
+        entry = {"step": step, "tool": tool, "size": size, "run": run, **result, **extra}
+        self.results.append(entry)
+        log(f"{step} {size} {tool} run {run}: {result['wall_s']:.2f} s, "
+            f"peak RSS {result['peak_rss_kib'] / 1024:.1f} MiB, load {result['load1_before']:.2f}")
+        self.out.write_text(json.dumps({"system": self.system, "results": self.results}, indent=1))
+
+    # -- upload ------------------------------------------------------------
+    def prepare_upload_set(self, name):
+        spec = self.profile[name]
+        data = WORK / "data" / f"{'smoke-' if self.args.smoke else ''}{name}"
+        media = media_rows(spec, seed=len(name))
+        stamp = data / "manifest.json"
+        want = json.dumps(spec)
+        if not (stamp.exists() and json.loads(stamp.read_text()).get("spec") == want):
+            log(f"generating the {name} media store in {data}")
+            shutil.rmtree(data, ignore_errors=True)
+            (data / "media_store").mkdir(parents=True)
+            files, total = write_store(media, data / "media_store", seed=len(name))
+            stamp.write_text(json.dumps({"spec": want, "files": files, "bytes": total, "media": len(media)}))
+        manifest = json.loads(stamp.read_text())
+        db = f"bench_{name}"
+        self.pg.fresh_database(db)
+        load_homeserver_rows(self.pg, db, media)
+        # cache.db as `update-db` leaves it; every run starts from a copy.
+        cache = data / "cache.db"
+        cache.unlink(missing_ok=True)
+        (data / "database.yaml").write_text(self.pg.database_yaml(db))
+        run_checked([self.mo, "--no-progress", "update-db", "30d"], cwd=data, env=self.base_env)
+        if cache_count(cache) != len(media):
+            raise BenchError(f"{name}: cache.db has {cache_count(cache)} rows, expected {len(media)}")
+        log(f"{name}: {manifest['media']} media, {manifest['files']} files, {manifest['bytes'] / 1e9:.2f} GB")
+        return data, manifest
+
+    def upload_command(self, tool, store):
+        if tool == "media-offload":
+            return [self.mo, "--no-progress", "upload", str(store), BUCKET, "--endpoint-url", self.server.url, "--delete"]
+        if tool == "s3_media_upload":
+            return [self.py, "--no-progress", "upload", str(store), BUCKET, "--endpoint-url", self.server.url, "--delete"]
+        return ["rclone", "copy", "--transfers", "32", "-q", str(store), f"bench:{BUCKET}"]
+
+    def bench_upload(self, name):
+        data, manifest = self.prepare_upload_set(name)
+        step = f"upload-{name}"
+        for run in range(1, self.runs + 1):
+            for tool in self.args.tools:
+                if tool == "s3_media_upload" and run > self.args.python_upload_runs:
+                    continue
+                work = WORK / "runs" / step / f"{tool}-{run}"
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
+                store = work / "media_store"
+                # Hard links: a fresh store in a second, and --delete unlinks
+                # only these names, never the generated data.
+                run_checked(["cp", "-al", str(data / "media_store"), str(store)])
+                shutil.copy(data / "cache.db", work / "cache.db")
+                self.server.start()
+                os.sync()
+                time.sleep(1)
+                env = self.rclone_env(self.server) if tool == "rclone" else self.base_env
+                result = measure(self.upload_command(tool, store), work, env, self.server, f"{step} {tool}")
+                self.verify_upload(tool, work, store, manifest)
+                result["files_per_s"] = manifest["files"] / result["wall_s"]
+                result["mb_per_s"] = manifest["bytes"] / 1e6 / result["wall_s"]
+                self.record(step, tool, manifest["files"], run, result, bytes=manifest["bytes"])
+                self.server.stop()
+                shutil.rmtree(work, ignore_errors=True)
+
+    def verify_upload(self, tool, work, store, manifest):
+        if self.server.kind == "s3s-fs":
+            # s3s-fs answers a flat listing (empty delimiter, what rclone's
+            # recursive listings ask for) with no objects; its objects are
+            # plain files under the bucket's folder.
+            count, total = count_tree(self.server.root / BUCKET)
+        else:
+            listing = json.loads(run_checked(["rclone", "lsjson", "-R", "--files-only", "--no-mimetype",
+                                              "--no-modtime", f"bench:{BUCKET}"], env=self.rclone_env(self.server)))
+            count, total = len(listing), sum(o["Size"] for o in listing)
+        if (count, total) != (manifest["files"], manifest["bytes"]):
+            raise BenchError(f"{tool}: the bucket holds {count} objects, {total} bytes; "
+                             f"expected {manifest['files']}, {manifest['bytes']}")
+        if tool != "rclone":
+            left = count_tree(store)[0]
+            if left:
+                raise BenchError(f"{tool}: {left} files left in the media store after upload --delete")
+            if cache_count(work / "cache.db", "NOT known_deleted"):
+                raise BenchError(f"{tool}: cache.db still has media not marked deleted")
+
+    # -- update-db and check-deleted --------------------------------------
+    def rows_data(self, n):
+        data = WORK / "data" / f"rows-{n}"
+        data.mkdir(parents=True, exist_ok=True)
+        return data
+
+    def db_command(self, tool, *args):
+        return [self.mo if tool == "media-offload" else self.py, "--no-progress", *args]
+
+    def bench_update_db(self):
+        for n in self.args.rows:
+            data = self.rows_data(n)
+            db = f"bench_rows_{n}"
+            log(f"generating {n} media rows in PostgreSQL")
+            self.pg.fresh_database(db)
+            generate_rows(self.pg, db, n)
+            for run in range(1, self.runs + 1):
+                for tool in DB_TOOLS:
+                    work = WORK / "runs" / "update-db" / f"{n}-{tool}-{run}"
+                    shutil.rmtree(work, ignore_errors=True)
+                    work.mkdir(parents=True)
+                    (work / "database.yaml").write_text(self.pg.database_yaml(db))
+                    os.sync()
+                    result = measure(self.db_command(tool, "update-db", "30d"), work, self.base_env,
+                                     label=f"update-db {n} {tool}")
+                    got = cache_count(work / "cache.db")
+                    if got != n:
+                        raise BenchError(f"update-db {tool}: cache.db has {got} rows, expected {n}")
+                    result["rows_per_s"] = n / result["wall_s"]
+                    self.record("update-db", tool, n, run, result)
+                    # The daily case: every row is already in cache.db.
+                    again = measure(self.db_command(tool, "update-db", "30d"), work, self.base_env,
+                                    label=f"update-db again {n} {tool}")
+                    if cache_count(work / "cache.db") != n:
+                        raise BenchError(f"update-db again {tool}: cache.db no longer has {n} rows")
+                    again["rows_per_s"] = n / again["wall_s"]
+                    self.record("update-db-again", tool, n, run, again)
+                    if tool == "media-offload" and run == 1:
+                        shutil.copy(work / "cache.db", data / "cache.db")
+                    shutil.rmtree(work, ignore_errors=True)
+
+    def check_deleted_store(self, n, data):
+        """A media store where every 50th media still has its original."""
+        store = data / "media_store"
+        stamp = data / "store-stamp"
+        if stamp.exists() and stamp.read_text() == str(n):
+            return store, int((data / "present").read_text())
+        shutil.rmtree(store, ignore_errors=True)
+        for top in ("local_content", "local_thumbnails", "remote_content", "remote_thumbnail"):
+            (store / top).mkdir(parents=True)
+        present = 0
+        with sqlite3.connect(data / "cache.db") as conn:
+            for i, (origin, fid) in enumerate(conn.execute("SELECT origin, filesystem_id FROM media ORDER BY rowid")):
+                if i % 50:
+                    continue
+                original = media_paths({"origin": origin, "filesystem_id": fid})[0]
+                (store / original).parent.mkdir(parents=True, exist_ok=True)
+                (store / original).write_bytes(b"x")
+                present += 1
+        (data / "present").write_text(str(present))
+        stamp.write_text(str(n))
+        return store, present
+
+    def bench_check_deleted(self):
+        for n in self.args.rows:
+            data = self.rows_data(n)
+            if not (data / "cache.db").exists() or cache_count(data / "cache.db") != n:
+                raise BenchError(f"check-deleted {n}: run the update-db step first (it makes cache.db)")
+            store, present = self.check_deleted_store(n, data)
+            for run in range(1, self.runs + 1):
+                for tool in DB_TOOLS:
+                    work = WORK / "runs" / "check-deleted" / f"{n}-{tool}-{run}"
+                    shutil.rmtree(work, ignore_errors=True)
+                    work.mkdir(parents=True)
+                    shutil.copy(data / "cache.db", work / "cache.db")
+                    os.sync()
+                    result = measure(self.db_command(tool, "check-deleted", str(store)), work, self.base_env,
+                                     label=f"check-deleted {n} {tool}")
+                    deleted = cache_count(work / "cache.db", "known_deleted")
+                    if deleted != n - present:
+                        raise BenchError(f"check-deleted {tool}: {deleted} rows marked deleted, expected {n - present}")
+                    result["rows_per_s"] = n / result["wall_s"]
+                    self.record("check-deleted", tool, n, run, result)
+                    shutil.rmtree(work, ignore_errors=True)
+
+    # -- report ------------------------------------------------------------
+    def describe_system(self):
+        def cmd(*c):
+            try:
+                return subprocess.run(c, capture_output=True, text=True, check=False).stdout.strip()
+            except OSError:
+                return ""
+
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor())
+        mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:"))
+        pip_show = cmd(str(ROOT / ".test-venv" / "bin" / "pip"), "show", "synapse-s3-storage-provider", "boto3", "moto")
+        versions = dict(re.findall(r"Name: (\S+)\nVersion: (\S+)", pip_show))
+        df = cmd("df", "-h", "--output=source,fstype,size,avail", str(WORK)).splitlines()
+        return {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem / 1024 / 1024, 1),
+            "disk": df[-1] if df else "", "kernel": platform.release(),
+            "os": cmd("sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"),
+            "media-offload": cmd(self.mo, "--version"),
+            "s3_media_upload": "synapse-s3-storage-provider " + versions.get("synapse-s3-storage-provider", "?"),
+            "boto3": versions.get("boto3", "?"), "moto": versions.get("moto", "?"),
+            "rclone": cmd("rclone", "version").splitlines()[0] if cmd("rclone", "version") else "",
+            "s3s-fs": cmd(os.environ.get("BENCH_S3S_FS", "s3s-fs"), "--version"),
+            "postgresql": self.pg.version(),
+            "python": cmd(str(ROOT / ".test-venv" / "bin" / "python"), "--version"),
+            "server": self.args.server, "runs": self.runs, "profile": "smoke" if self.args.smoke else "full",
+        }
+
+    def run(self):
+        WORK.mkdir(parents=True, exist_ok=True)
+        self.out = WORK / time.strftime("results-%Y%m%d-%H%M%S.json", time.gmtime())
+        self.system = self.describe_system()
+        log(f"system: {json.dumps(self.system)}")
+        try:
+            for step in self.args.steps:
+                log(f"step {step}")
+                if step == "upload-mix":
+                    self.bench_upload("mix")
+                elif step == "upload-small":
+                    self.bench_upload("small")
+                elif step == "update-db":
+                    self.bench_update_db()
+                elif step == "check-deleted":
+                    self.bench_check_deleted()
+        finally:
+            self.server.stop()
+        report = markdown(self.system, self.results)
+        self.out.with_suffix(".md").write_text(report)
+        log(f"results in {self.out} and {self.out.with_suffix('.md')}")
+        print(report)
+
+
+def markdown(system, results):
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    groups = {}
+    for r in results:
+        groups.setdefault((r["step"], r["size"], r["tool"]), []).append(r)
+    lines = ["System: " + ", ".join(f"{k} {v}" for k, v in system.items()), ""] if system else []
+    lines += ["| step | size | tool | runs | wall s (median) | files/s or rows/s | MB/s | peak RSS MiB (max) "
+              "| tool CPU s | S3 server CPU s | other CPU s | load1 before |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (step, size, tool), rows in groups.items():
+        rate = med(rows, "files_per_s") if "files_per_s" in rows[0] else med(rows, "rows_per_s")
+        mbs = f"{med(rows, 'mb_per_s'):.1f}" if "mb_per_s" in rows[0] else ""
+        lines.append(
+            f"| {step} | {size:,} | {tool} | {len(rows)} | {med(rows, 'wall_s'):.2f} | {rate:,.0f} | {mbs} "
+            f"| {max(r['peak_rss_kib'] for r in rows) / 1024:.1f} "
+            f"| {statistics.median(r['user_s'] + r['sys_s'] for r in rows):.2f} "
+            f"| {med(rows, 'server_cpu_s'):.2f} | {med(rows, 'other_cpu_s'):.2f} "
+            f"| {', '.join('%.2f' % r['load1_before'] for r in rows)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run: checks that every step works")
+    parser.add_argument("--runs", type=int, help="runs per tool and step (default 3, smoke 1)")
+    parser.add_argument("--server", choices=["s3s-fs", "moto"], default="s3s-fs", help="S3 server (default s3s-fs)")
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {','.join(STEPS)}")
+    parser.add_argument("--tools", default=",".join(UPLOAD_TOOLS), help="upload tools to run")
+    parser.add_argument("--rows", help="row counts for update-db and check-deleted, comma-separated")
+    parser.add_argument("--python-upload-runs", type=int, default=99,
+                        help="at most this many runs of s3_media_upload in the upload steps (its runs are long)")
+    parser.add_argument("--report", nargs="+", metavar="RESULTS_JSON",
+                        help="only print one table of the results in these files (no services needed)")
+    args = parser.parse_args()
+    if args.report:
+        results = []
+        for path in args.report:
+            results += json.loads(Path(path).read_text())["results"]
+        print(markdown(None, results))
+        return
+    args.steps = [s for s in args.steps.split(",") if s]
+    args.tools = [t for t in args.tools.split(",") if t]
+    for step in args.steps:
+        if step not in STEPS:
+            parser.error(f"unknown step {step!r}")
+    for tool in args.tools:
+        if tool not in UPLOAD_TOOLS:
+            parser.error(f"unknown tool {tool!r}")
+    profile = PROFILES["smoke" if args.smoke else "full"]
+    args.rows = [int(x) for x in args.rows.split(",")] if args.rows else profile["rows"]
+    try:
+        Bench(args).run()
+    except BenchError as e:
+        log(f"error: {e}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
