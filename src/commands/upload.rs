@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use serde_json::json;
 
 use super::{Context, PAGE};
@@ -23,9 +23,9 @@ use crate::cli::UploadArgs;
 use crate::error::Failure;
 use crate::media_store::{self, LocalFile};
 use crate::report::{self, Progress, naturalsize};
-use crate::config::Secret;
+use crate::config::{Secret, read_secret_file};
 pub use crate::config::settings::SSE_KEY_ENV;
-use crate::store::{self, FileDigest, ObjectStore, StoreSettings, Verdict, compare, warn_if_readable_by_others};
+use crate::store::{self, FileDigest, ObjectStore, StoreSettings, Verdict, compare};
 /// Finished media are recorded at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
@@ -155,14 +155,7 @@ fn sse_key(args: &UploadArgs) -> Result<Option<String>> {
         return Ok(Some(key.clone()));
     }
     if let Some(path) = &args.sse_customer_key_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("could not read the SSE-C key file {}", path.display()))?;
-        warn_if_readable_by_others(path);
-        let key = text.trim_end_matches(['\n', '\r']).to_owned();
-        if key.is_empty() {
-            bail!("the SSE-C key file {} is empty", path.display());
-        }
-        return Ok(Some(key));
+        return read_secret_file(path, "SSE-C key file").map(Some);
     }
     Ok(std::env::var(SSE_KEY_ENV).ok().filter(|k| !k.is_empty()))
 }

@@ -16,6 +16,19 @@ pub mod settings;
 
 pub use database::*;
 
+/// A secret kept in a file (an SSE-C key file, a systemd credential): the
+/// whole file but its trailing newline; empty is an error. `what` names the
+/// kind of file in messages, never its content.
+pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("could not read the {what} {}", path.display()))?;
+    crate::store::warn_if_readable_by_others(path);
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        bail!("the {what} {} is empty", path.display());
+    }
+    Ok(value.to_owned())
+}
+
 /// Read and parse a YAML file, naming it in every error.
 pub fn read_yaml(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| {

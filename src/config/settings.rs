@@ -13,11 +13,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
 use super::file::FileConfig;
 use super::homeserver::HomeserverMedia;
-use super::{DbConfig, Secret, locate_database, read_yaml};
+use super::{DbConfig, Secret, locate_database, read_secret_file, read_yaml};
 use crate::cli::{STORAGE_CLASSES, StoreFlags};
 use crate::store::{Credentials, StoreSettings};
 
@@ -88,13 +88,7 @@ impl Resolver<'_> {
         let found = if let Some(v) = env(env_name) {
             Some((v, format!("environment {env_name}")))
         } else if let Some(path) = self.credentials_dir.as_ref().map(|d| d.join(key)).filter(|p| p.exists()) {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("could not read the credential {}", path.display()))?;
-            let value = text.trim_end_matches(['\n', '\r']).to_owned();
-            if value.is_empty() {
-                bail!("the credential {} is empty", path.display());
-            }
-            Some((value, format!("credential {}", path.display())))
+            Some((read_secret_file(&path, "credential")?, format!("credential {}", path.display())))
         } else {
             self.hs.provider_setting(key)
         };
@@ -194,16 +188,7 @@ impl Settings {
             .pick("sse_customer_algo", flags.sse_customer_algo.clone(), cfg.sse_customer_algo.clone(), Some("sse_customer_algo"))
             .map_or_else(|| "AES256".to_owned(), |(v, _)| v);
         let sse_key = match &flags.sse_customer_key_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("could not read the SSE-C key file {}", path.display()))?;
-                crate::store::warn_if_readable_by_others(path);
-                let key = text.trim_end_matches(['\n', '\r']).to_owned();
-                if key.is_empty() {
-                    bail!("the SSE-C key file {} is empty", path.display());
-                }
-                Some(Secret(key))
-            }
+            Some(path) => Some(Secret(read_secret_file(path, "SSE-C key file")?)),
             None => r.secret("sse_customer_key", SSE_KEY_ENV)?.map(|(s, _)| s),
         };
         let key_id = r.secret("access_key_id", "AWS_ACCESS_KEY_ID")?;
