@@ -74,15 +74,11 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
 }
 
 fn duration(ctx: &Context, args: &MigrateArgs) -> Result<Duration> {
-    if let Some(d) = args.duration {
-        log::debug!("duration = {d:?} (from --duration)");
-        return Ok(d);
-    }
-    let (text, source) = match (std::env::var("MEDIA_OFFLOAD_DURATION").ok().filter(|v| !v.is_empty()), &ctx.file.config.duration) {
-        (Some(v), _) => (v, "environment MEDIA_OFFLOAD_DURATION".to_owned()),
-        (None, Some(v)) => (v.clone(), ctx.file.source("duration")),
-        (None, None) => (DEFAULT_DURATION.to_owned(), "default".to_owned()),
-    };
+    let flag = args.duration.map(|d| format!("{}s", d.as_secs()));
+    let (text, source) = ctx
+        .file
+        .setting("duration", flag, ctx.file.config.duration.clone())
+        .unwrap_or_else(|| (DEFAULT_DURATION.to_owned(), "default".to_owned()));
     log::debug!("duration = {text:?} (from {source})");
     parse_duration(&text).map_err(|e| anyhow!("duration from {source}: {e}"))
 }

@@ -39,6 +39,15 @@ impl LoadedFile {
         }
     }
 
+    /// A setting that Synapse does not hold, with its source: the flag,
+    /// else `MEDIA_OFFLOAD_<KEY>`, else `file_value` (this file's `key`).
+    pub fn setting(&self, key: &str, flag: Option<String>, file_value: Option<String>) -> Option<(String, String)> {
+        let env_name = format!("MEDIA_OFFLOAD_{}", key.to_uppercase());
+        flag.map(|v| (v, format!("--{}", key.replace('_', "-"))))
+            .or_else(|| env(&env_name).map(|v| (v, format!("environment {env_name}"))))
+            .or_else(|| file_value.map(|v| (v, self.source(key))))
+    }
+
     /// "config.yaml: key", for messages.
     pub fn source(&self, key: &str) -> String {
         let name = self.path.as_ref().map_or_else(|| "config file".to_owned(), |p| p.display().to_string());
@@ -71,12 +80,7 @@ fn env(name: &str) -> Option<String> {
 impl Resolver<'_> {
     /// A plain setting: flag, `MEDIA_OFFLOAD_<KEY>`, config file, homeserver.yaml.
     fn pick(&self, key: &str, flag: Option<String>, file: Option<String>, hs_key: Option<&str>) -> Option<(String, String)> {
-        let env_name = format!("MEDIA_OFFLOAD_{}", key.to_uppercase());
-        let found = flag
-            .map(|v| (v, format!("--{}", key.replace('_', "-"))))
-            .or_else(|| env(&env_name).map(|v| (v, format!("environment {env_name}"))))
-            .or_else(|| file.map(|v| (v, self.file.source(key))))
-            .or_else(|| hs_key.and_then(|k| self.hs.provider_setting(k)));
+        let found = self.file.setting(key, flag, file).or_else(|| hs_key.and_then(|k| self.hs.provider_setting(k)));
         if let Some((value, source)) = &found {
             log::debug!("{key} = {value:?} (from {source})");
         }
