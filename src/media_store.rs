@@ -134,10 +134,7 @@ pub fn remove_media_files(base: &Path, paths: &MediaPaths) -> io::Result<(u64, u
             Err(e) => return Err(with_path(e, &file.rel)),
         }
     }
-    match std::fs::remove_dir(base.join(&paths.thumbnail_dir)) {
-        Ok(()) => prune_empty_dirs(base, &paths.thumbnail_dir),
-        Err(_) => prune_empty_dirs(base, &format!("{}/x", paths.thumbnail_dir)),
-    }
+    prune_empty_folder(base, Path::new(&paths.thumbnail_dir));
     prune_empty_dirs(base, &paths.original);
     Ok((count, bytes))
 }
@@ -266,7 +263,15 @@ pub fn any_local_file(base: &Path, paths: &MediaPaths) -> io::Result<bool> {
 /// Remove the folders above `rel` that the deletion left empty, up to but
 /// not including the store's top-level folders.
 pub fn prune_empty_dirs(base: &Path, rel: &str) {
-    let mut dir = Path::new(rel).parent();
+    if let Some(dir) = Path::new(rel).parent() {
+        prune_empty_folder(base, dir);
+    }
+}
+
+/// Remove `rel_dir` if empty, then each folder above it that is left
+/// empty, never the store's top-level folders.
+pub fn prune_empty_folder(base: &Path, rel_dir: &Path) {
+    let mut dir = Some(rel_dir);
     while let Some(d) = dir {
         if d.components().count() <= 1 {
             break;

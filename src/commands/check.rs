@@ -55,7 +55,11 @@ struct Finding {
 
 impl Finding {
     fn add(&mut self, sample: String, bytes: u64, keep: usize) {
-        self.count += 1;
+        self.add_n(1, sample, bytes, keep);
+    }
+
+    fn add_n(&mut self, n: u64, sample: String, bytes: u64, keep: usize) {
+        self.count += n;
         self.bytes += bytes;
         if self.samples.len() < keep {
             self.samples.push(sample);
@@ -142,8 +146,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
         let (origin, media_id, count) = (row.next().unwrap_or_default(), row.next().unwrap_or_default(), row.next().unwrap_or_default());
         let n: u64 = count.parse().unwrap_or(1);
         let who = if origin.is_empty() { format!("mxc://{server}/{media_id}") } else { format!("mxc://{origin}/{media_id}") };
-        r.orphan_thumbnail_rows.add(format!("{who}: {n} thumbnail rows"), 0, keep);
-        r.orphan_thumbnail_rows.count += n - 1;
+        r.orphan_thumbnail_rows.add_n(n, format!("{who}: {n} thumbnail rows"), 0, keep);
         orphan_rows.push((origin, media_id));
         Ok(())
     })?;
@@ -292,13 +295,9 @@ fn walk_files(base: &Path, index: &Index, young_before: SystemTime, keep: usize,
                 r.young += 1;
                 continue;
             }
-            let (finding, what) = if stored.thumbnail {
-                (&mut r.orphan_thumbnail_files, "file")
-            } else {
-                (&mut r.unknown_files, "file")
-            };
+            let finding = if stored.thumbnail { &mut r.orphan_thumbnail_files } else { &mut r.unknown_files };
             finding.add(format!("{rel} ({})", naturalsize(meta.len())), meta.len(), keep);
-            index.orphan(what, &rel, meta.len())?;
+            index.orphan("file", &rel, meta.len())?;
         }
     }
     tx.commit()?;
