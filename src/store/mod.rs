@@ -13,7 +13,7 @@ use md5::{Digest as _, Md5};
 
 use crate::config::Secret;
 use local::LocalStore;
-use s3::{S3Options, S3Store, SseCustomerKey};
+use s3::{S3Store, SseCustomerKey};
 
 pub mod local;
 pub mod s3;
@@ -147,14 +147,7 @@ pub fn open(settings: &StoreSettings, media_store: &Path) -> anyhow::Result<Box<
         }
         None => None,
     };
-    Ok(Box::new(S3Store::new(S3Options {
-        bucket: settings.bucket.clone(),
-        endpoint_url: settings.endpoint_url.clone(),
-        region: settings.region.clone(),
-        storage_class: settings.storage_class.clone(),
-        sse,
-        credentials: settings.credentials.clone(),
-    })?))
+    Ok(Box::new(S3Store::new(settings, sse)?))
 }
 
 /// Warn when a file holding a secret can be read by others.

@@ -22,7 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest as _, Md5};
 
-use super::{FileDigest, Listed, ObjectInfo, ObjectStore, StoreError, parse_md5};
+use super::{FileDigest, Listed, ObjectInfo, ObjectStore, StoreError, StoreSettings, parse_md5};
 
 /// Files larger than this go up in parts (boto3's default threshold).
 pub const MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
@@ -58,35 +58,26 @@ impl std::fmt::Debug for SseCustomerKey {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct S3Options {
-    pub bucket: String,
-    pub endpoint_url: Option<String>,
-    pub region: Option<String>,
-    pub storage_class: String,
-    pub sse: Option<SseCustomerKey>,
-    pub credentials: Option<super::Credentials>,
-}
-
 pub struct S3Store {
     runtime: tokio::runtime::Runtime,
     client: Client,
-    options: S3Options,
+    settings: StoreSettings,
+    sse: Option<SseCustomerKey>,
 }
 
 impl S3Store {
-    pub fn new(options: S3Options) -> anyhow::Result<Self> {
+    pub fn new(settings: &StoreSettings, sse: Option<SseCustomerKey>) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("s3-io")
             .enable_all()
             .build()?;
-        let region = match &options.region {
+        let region = match &settings.region {
             Some(r) => RegionProviderChain::first_try(Region::new(r.clone())),
             None => RegionProviderChain::default_provider().or_else(Region::new("us-east-1")),
         };
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(c) = &options.credentials {
+        if let Some(c) = &settings.credentials {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 c.access_key_id.clone(),
                 c.secret_access_key.0.clone(),
@@ -115,10 +106,10 @@ impl S3Store {
             // operation requires one. We send Content-MD5 ourselves.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if let Some(url) = &options.endpoint_url {
+        if let Some(url) = &settings.endpoint_url {
             config = config.endpoint_url(url).force_path_style(true);
         }
-        let mut store = Self { runtime, client: Client::from_conf(config.build()), options };
+        let mut store = Self { runtime, client: Client::from_conf(config.build()), settings: settings.clone(), sse };
         store.preflight()?;
         Ok(store)
     }
@@ -127,7 +118,7 @@ impl S3Store {
     /// region (as boto3 does), and stop with one clear error when the bucket
     /// or the service cannot be reached, rather than one error per file.
     fn preflight(&mut self) -> anyhow::Result<()> {
-        let bucket = self.options.bucket.clone();
+        let bucket = self.settings.bucket.clone();
         let result = self.runtime.block_on(self.client.head_bucket().bucket(&bucket).send());
         let Err(err) = result else { return Ok(()) };
         let status = err.raw_response().map(|r| r.status().as_u16());
@@ -155,13 +146,13 @@ impl S3Store {
     }
 
     fn storage_class(&self) -> StorageClass {
-        StorageClass::from(self.options.storage_class.as_str())
+        StorageClass::from(self.settings.storage_class.as_str())
     }
 
     /// Whether an ETag from this store is the MD5 of the (part's) content:
     /// only without SSE-C, and with no server-side encryption or SSE-S3.
     fn etag_is_md5(&self, sse: Option<&ServerSideEncryption>) -> bool {
-        self.options.sse.is_none() && matches!(sse, None | Some(ServerSideEncryption::Aes256))
+        self.sse.is_none() && matches!(sse, None | Some(ServerSideEncryption::Aes256))
     }
 
     /// Upload in one PUT; returns the content MD5 the server's ETag proves, if it can.
@@ -172,11 +163,11 @@ impl S3Store {
             .build()
             .await
             .map_err(|e| StoreError(format!("reading {}: {e}", path.display())))?;
-        let sse = self.options.sse.as_ref();
+        let sse = self.sse.as_ref();
         let out = self
             .client
             .put_object()
-            .bucket(&self.options.bucket)
+            .bucket(&self.settings.bucket)
             .key(key)
             .body(body)
             .content_length(digest.size as i64)
@@ -197,11 +188,11 @@ impl S3Store {
     /// Upload in parts; returns the content MD5 if every part's ETag proves
     /// its part's MD5.
     async fn put_multipart(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<Option<[u8; 16]>, StoreError> {
-        let sse = self.options.sse.as_ref();
+        let sse = self.sse.as_ref();
         let created = self
             .client
             .create_multipart_upload()
-            .bucket(&self.options.bucket)
+            .bucket(&self.settings.bucket)
             .key(key)
             .metadata(MD5_METADATA, hex::encode(digest.md5))
             .storage_class(self.storage_class())
@@ -223,7 +214,7 @@ impl S3Store {
                 let _ = self
                     .client
                     .abort_multipart_upload()
-                    .bucket(&self.options.bucket)
+                    .bucket(&self.settings.bucket)
                     .key(key)
                     .upload_id(&upload_id)
                     .send()
@@ -233,7 +224,7 @@ impl S3Store {
         };
         self.client
             .complete_multipart_upload()
-            .bucket(&self.options.bucket)
+            .bucket(&self.settings.bucket)
             .key(key)
             .upload_id(&upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
@@ -264,15 +255,15 @@ impl S3Store {
             let request = self
                 .client
                 .upload_part()
-                .bucket(&self.options.bucket)
+                .bucket(&self.settings.bucket)
                 .key(key)
                 .upload_id(upload_id)
                 .part_number(index as i32 + 1)
                 .content_length(length as i64)
                 .content_md5(B64.encode(part_md5))
-                .set_sse_customer_algorithm(self.options.sse.as_ref().map(|s| s.algorithm.clone()))
-                .set_sse_customer_key(self.options.sse.as_ref().map(|s| s.key_b64.clone()))
-                .set_sse_customer_key_md5(self.options.sse.as_ref().map(|s| s.key_md5_b64.clone()));
+                .set_sse_customer_algorithm(self.sse.as_ref().map(|s| s.algorithm.clone()))
+                .set_sse_customer_key(self.sse.as_ref().map(|s| s.key_b64.clone()))
+                .set_sse_customer_key_md5(self.sse.as_ref().map(|s| s.key_md5_b64.clone()));
             let (path, key, part_md5) = (path.to_owned(), key.to_owned(), *part_md5);
             tasks.spawn(async move {
                 let body = ByteStream::read_from()
@@ -348,18 +339,18 @@ where
 
 impl ObjectStore for S3Store {
     fn describe(&self) -> String {
-        match &self.options.endpoint_url {
-            Some(url) => format!("s3://{} at {url}", self.options.bucket),
-            None => format!("s3://{}", self.options.bucket),
+        match &self.settings.endpoint_url {
+            Some(url) => format!("s3://{} at {url}", self.settings.bucket),
+            None => format!("s3://{}", self.settings.bucket),
         }
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        let sse = self.options.sse.as_ref();
+        let sse = self.sse.as_ref();
         let result = self.runtime.block_on(
             self.client
                 .head_object()
-                .bucket(&self.options.bucket)
+                .bucket(&self.settings.bucket)
                 .key(key)
                 .set_sse_customer_algorithm(sse.map(|s| s.algorithm.clone()))
                 .set_sse_customer_key(sse.map(|s| s.key_b64.clone()))
@@ -406,7 +397,7 @@ impl ObjectStore for S3Store {
                 .block_on(
                     self.client
                         .list_objects_v2()
-                        .bucket(&self.options.bucket)
+                        .bucket(&self.settings.bucket)
                         .prefix(prefix)
                         .set_continuation_token(token.take())
                         .send(),
@@ -426,7 +417,7 @@ impl ObjectStore for S3Store {
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.runtime
-            .block_on(self.client.delete_object().bucket(&self.options.bucket).key(key).send())
+            .block_on(self.client.delete_object().bucket(&self.settings.bucket).key(key).send())
             .map(|_| ())
             .or_else(|e| match e {
                 SdkError::ServiceError(ref se) if se.raw().status().as_u16() == 404 => Ok(()),
