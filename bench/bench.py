@@ -137,10 +137,10 @@ class Postgres:
 
 def synapse_schema():
     """Synapse's media tables, from the schema the integration tests use."""
-    text = (ROOT / "tests" / "common" / "synapse_schema.rs").read_text()
+    text = (ROOT / "tests" / "it" / "common" / "synapse_schema.rs").read_text()
     found = re.search(r'SYNAPSE_MEDIA_SCHEMA_POSTGRES: &str = r#"(.*?)"#;', text, re.S)
     if not found:
-        raise BenchError("could not find SYNAPSE_MEDIA_SCHEMA_POSTGRES in tests/common/synapse_schema.rs")
+        raise BenchError("could not find SYNAPSE_MEDIA_SCHEMA_POSTGRES in tests/it/common/synapse_schema.rs")
     return found.group(1)
 
 

@@ -2,7 +2,7 @@
 # The project's one test command: starts the test services (PostgreSQL,
 # moto_server, the Python reference tool; installing what is missing), runs
 # every unit and integration test against them, and stops the services.
-# Extra arguments go to `cargo test` (e.g. scripts/test.sh --test upload).
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh -- upload:: runs the upload tests).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,9 +1,8 @@
 //! Checks of the test harness itself (services, fixtures, the SSE-C proxy),
 //! so that a failure elsewhere points at the binary, not at the harness.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn test_services_are_configured_and_reachable() {

@@ -3,9 +3,8 @@
 //! Each must give a clear error (no panic, no backtrace), a non-zero exit
 //! status, and must delete nothing.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn simple() -> (Homeserver, Media) {
     let mut hs = Homeserver::sqlite();

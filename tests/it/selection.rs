@@ -1,9 +1,8 @@
 //! update-db, check-deleted, update and write against a SQLite homeserver:
 //! which media are selected, how cache.db is kept, what `write` prints.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn sorted(mut v: Vec<CacheRow>) -> Vec<CacheRow> {
     v.sort();

@@ -1,8 +1,7 @@
 //! upload: what goes where, with which metadata, and what is deleted after.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 /// A store with old local media (with and without thumbnails), old remote
 /// media, and media that must not be selected (too young, URL previews).

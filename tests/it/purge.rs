@@ -4,12 +4,11 @@
 //! the database commit leaves behind (orphans that `check --fix` removes,
 //! never rows without bytes).
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const PREFIX: &str = "pfx/";
 const ORIGIN: &str = "remote.example";

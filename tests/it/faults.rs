@@ -7,14 +7,13 @@
 //! `MO_FAULT_SEED=N` replays it. Timing only decides when to kill; every
 //! assertion is about the state left behind.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Asserts that every generated file missing from disk has an object, read
 /// straight from moto, with the same MD5 as the original bytes; files

@@ -3,9 +3,8 @@
 //! flags; secrets from the environment, systemd credentials or
 //! homeserver.yaml and never printed; dry runs; the lock.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 const HS_KEY_ID: &str = "hs-key-id-0001";
 const HS_SECRET: &str = "hs-secret-VALUE-0001";

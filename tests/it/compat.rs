@@ -1,9 +1,8 @@
 //! Taking turns with the real Python tool (s3_media_upload from
 //! synapse-s3-storage-provider 1.7.0) on one cache.db, and doing what it does.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 /// The same media in a homeserver: ids are fixed, contents are derived from
 /// the paths, so two homeservers built from this are identical.

@@ -1,9 +1,8 @@
 //! Reading Synapse's PostgreSQL database: unix socket, TCP with passwords
 //! that need escaping, TLS (require, verify-full), database.yaml forms.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 
 fn pg_scene() -> (Homeserver, Vec<Media>) {
     let mut hs = Homeserver::postgres();

@@ -2,12 +2,11 @@
 //! identical object exists; --dry-run changes nothing; failures delete
 //! nothing; the lock keeps runs apart.
 
-mod common;
 
 use std::fs::File;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 fn one_media(size: usize) -> (Homeserver, Media) {
     let mut hs = Homeserver::sqlite();

@@ -6,11 +6,10 @@
 //! The seed is printed; `MO_FAULT_SEED=N` replays it. Timing only decides
 //! when to kill; every assertion is about the state left behind.
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use crate::common::*;
 
 const PREFIX: &str = "pfx/";
 const ORIGIN: &str = "remote.example";

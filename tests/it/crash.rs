@@ -4,11 +4,10 @@
 //! Timing is used only to decide when to kill; every assertion is about the
 //! state left behind, whatever moment the kill hit.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn upload_args<'a>(media: &'a str, bucket: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["--no-progress", "upload", media, bucket, "--delete"];

@@ -3,11 +3,10 @@
 //! the grace period; what --fix never touches; the refusal to "fix" a store
 //! that belongs to another database; exit codes.
 
-mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 const PREFIX: &str = "pfx/";
 const ORIGIN: &str = "remote.example";
