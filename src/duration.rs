@@ -25,9 +25,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("invalid duration {text:?}: {EXPECTED}"));
     }
-    let count: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
+    let count: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}: number too large"))?;
     count
         .checked_mul(unit_secs)
         .filter(|secs| *secs <= i64::MAX as u64 / 1000)
@@ -78,9 +76,7 @@ pub fn short(d: Duration) -> String {
 /// Milliseconds since the epoch, `duration` before now: the cut-off that
 /// Synapse's `last_access_ts`/`created_ts` columns are compared with.
 pub fn cutoff_ms(duration: Duration) -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     now.as_millis() as i64 - duration.as_millis() as i64
 }
 

@@ -53,7 +53,5 @@ impl Failure {
 
 /// The exit code for any error a command returned.
 pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
-    err.chain()
-        .find_map(|cause| cause.downcast_ref::<Failure>())
-        .map_or(ExitCode::Fatal, Failure::exit_code)
+    err.chain().find_map(|cause| cause.downcast_ref::<Failure>()).map_or(ExitCode::Fatal, Failure::exit_code)
 }

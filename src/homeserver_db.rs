@@ -63,11 +63,9 @@ impl HomeserverDb {
                 } else {
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                 };
-                let conn = rusqlite::Connection::open_with_flags(
-                    path,
-                    mode | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .with_context(|| format!("could not open homeserver SQLite database {}", path.display()))?;
+                let conn =
+                    rusqlite::Connection::open_with_flags(path, mode | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                        .with_context(|| format!("could not open homeserver SQLite database {}", path.display()))?;
                 conn.busy_timeout(std::time::Duration::from_secs(30))?;
                 Ok(Self::Sqlite(conn))
             }
@@ -150,7 +148,8 @@ impl HomeserverDb {
         let mut changed = Vec::with_capacity(statements.len());
         match self {
             Self::Postgres(client) => {
-                let mut tx = client.transaction().context("could not start a transaction on the homeserver database")?;
+                let mut tx =
+                    client.transaction().context("could not start a transaction on the homeserver database")?;
                 for (sql, params, guard) in statements {
                     if guard.is_some_and(|g| changed[g] == 0) {
                         changed.push(0);
@@ -158,7 +157,8 @@ impl HomeserverDb {
                     }
                     changed.push(tx.execute(*sql, &pg_params(params)).map_err(|e| anyhow!(pg_error_text(&e)))?);
                 }
-                tx.commit().map_err(|e| anyhow!("could not commit to the homeserver database: {}", pg_error_text(&e)))?;
+                tx.commit()
+                    .map_err(|e| anyhow!("could not commit to the homeserver database: {}", pg_error_text(&e)))?;
             }
             Self::Sqlite(conn) => {
                 let tx = conn.transaction().context("could not start a transaction on the homeserver database")?;
@@ -257,9 +257,11 @@ fn connect_postgres(s: &PgSettings) -> Result<postgres::Client> {
     let password = match &s.password {
         Some(p) => Some(p.0.clone()),
         None => env("PGPASSWORD").or_else(|| {
-            let file = s.passfile.clone().or_else(|| env("PGPASSFILE").map(Into::into)).or_else(|| {
-                env("HOME").map(|h| Path::new(&h).join(".pgpass"))
-            })?;
+            let file = s
+                .passfile
+                .clone()
+                .or_else(|| env("PGPASSFILE").map(Into::into))
+                .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")))?;
             let text = std::fs::read_to_string(file).ok()?;
             pgpass_lookup(&text, hosts.first().map_or("localhost", String::as_str), ports[0], &dbname, &user)
         }),
@@ -349,14 +351,13 @@ fn connect_postgres(s: &PgSettings) -> Result<postgres::Client> {
         let cert_pem = std::fs::read(cert).with_context(|| format!("could not read sslcert {}", cert.display()))?;
         let key_pem = std::fs::read(key).with_context(|| format!("could not read sslkey {}", key.display()))?;
         tls.identity(
-            native_tls::Identity::from_pkcs8(&cert_pem, &key_pem)
-                .with_context(|| format!("sslcert/sslkey {}: expected PEM certificate and PKCS#8 key", cert.display()))?,
+            native_tls::Identity::from_pkcs8(&cert_pem, &key_pem).with_context(|| {
+                format!("sslcert/sslkey {}: expected PEM certificate and PKCS#8 key", cert.display())
+            })?,
         );
     }
     let connector = tls.build().context("could not set up TLS for PostgreSQL")?;
-    config
-        .connect(postgres_native_tls::MakeTlsConnector::new(connector))
-        .map_err(connect_err)
+    config.connect(postgres_native_tls::MakeTlsConnector::new(connector)).map_err(connect_err)
 }
 
 /// The most useful text of a PostgreSQL error: the server's message, or

@@ -22,7 +22,8 @@ fn main() -> std::process::ExitCode {
     let bars = !cli.no_progress && std::io::stderr().is_terminal();
     report::init(cli.verbose, cli.quiet, bars);
     let lock = if cli.wait { LockMode::Wait } else { LockMode::Fail };
-    let result = Context::new(cli.cache_db.clone(), cli.config.as_deref(), lock, cli.json).and_then(|ctx| dispatch(&cli, &ctx));
+    let result =
+        Context::new(cli.cache_db.clone(), cli.config.as_deref(), lock, cli.json).and_then(|ctx| dispatch(&cli, &ctx));
     let code = match result {
         Ok(()) => ExitCode::Success,
         Err(err) => {
@@ -51,7 +52,10 @@ fn dispatch(cli: &Cli, ctx: &Context) -> anyhow::Result<()> {
         }
         Command::Man => {
             let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command()).render(&mut page).map_err(Into::into).and_then(|()| write_stdout(&page))
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(Into::into)
+                .and_then(|()| write_stdout(&page))
         }
     }
 }

@@ -71,10 +71,7 @@ impl MediaPaths {
                 (format!("remote_content/{origin}"), format!("remote_thumbnail/{origin}"))
             }
         };
-        Ok(Self {
-            original: format!("{content}/{a}/{b}/{rest}"),
-            thumbnail_dir: format!("{thumbs}/{a}/{b}/{rest}"),
-        })
+        Ok(Self { original: format!("{content}/{a}/{b}/{rest}"), thumbnail_dir: format!("{thumbs}/{a}/{b}/{rest}") })
     }
 }
 
@@ -105,13 +102,20 @@ impl StoredFile {
             _ => return None,
         };
         let want = if thumbnail { 4 } else { 3 };
-        if rest.len() != want || rest.iter().chain([&origin].into_iter().filter(|o| !o.is_empty())).any(|p| check_component(p).is_err()) {
+        if rest.len() != want
+            || rest.iter().chain([&origin].into_iter().filter(|o| !o.is_empty())).any(|p| check_component(p).is_err())
+        {
             return None;
         }
         if rest[0].chars().count() != 2 || rest[1].chars().count() != 2 {
             return None;
         }
-        Some(Self { kind, origin: origin.to_owned(), filesystem_id: format!("{}{}{}", rest[0], rest[1], rest[2]), thumbnail })
+        Some(Self {
+            kind,
+            origin: origin.to_owned(),
+            filesystem_id: format!("{}{}{}", rest[0], rest[1], rest[2]),
+            thumbnail,
+        })
     }
 }
 
@@ -287,8 +291,7 @@ pub fn prune_empty_folder(base: &Path, rel_dir: &Path) {
 /// every row as deleted. A store with none of Synapse's folders is only
 /// accepted when there are no rows to judge against it.
 pub fn check_base_path(base: &Path, has_rows: bool) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(base)
-        .map_err(|e| anyhow::anyhow!("media store {}: {}", base.display(), e))?;
+    let meta = std::fs::metadata(base).map_err(|e| anyhow::anyhow!("media store {}: {}", base.display(), e))?;
     if !meta.is_dir() {
         anyhow::bail!("media store {} is not a directory", base.display());
     }
@@ -333,7 +336,6 @@ fn with_path(e: io::Error, rel: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{rel}: {e}"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,11 +344,21 @@ mod tests {
     fn stored_paths_parse_back() {
         let p = MediaPaths::new("matrix.org", "m", "XyZ12345", MediaKind::Remote).unwrap();
         let f = StoredFile::parse(&p.original).unwrap();
-        assert_eq!((f.kind, f.origin.as_str(), f.filesystem_id.as_str(), f.thumbnail), (MediaKind::Remote, "matrix.org", "XyZ12345", false));
+        assert_eq!(
+            (f.kind, f.origin.as_str(), f.filesystem_id.as_str(), f.thumbnail),
+            (MediaKind::Remote, "matrix.org", "XyZ12345", false)
+        );
         let f = StoredFile::parse("local_thumbnails/ab/cd/efgh/32-32-image-png-crop").unwrap();
         assert_eq!((f.kind, f.filesystem_id.as_str(), f.thumbnail), (MediaKind::Local, "abcdefgh", true));
-        for bad in ["local_content/ab/cd", "local_content/abc/d/efgh", "url_cache/2024-01-01/x", "local_content/ab/cd/ef/gh",
-                    "remote_content/../ab/cd/ef", "local_thumbnails/ab/cd/efgh", ""] {
+        for bad in [
+            "local_content/ab/cd",
+            "local_content/abc/d/efgh",
+            "url_cache/2024-01-01/x",
+            "local_content/ab/cd/ef/gh",
+            "remote_content/../ab/cd/ef",
+            "local_thumbnails/ab/cd/efgh",
+            "",
+        ] {
             assert_eq!(StoredFile::parse(bad), None, "{bad}");
         }
     }

@@ -109,7 +109,11 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     media_store::check_base_path(base, true)?;
     let store = settings.store.as_ref().map(|s| store::open(s, base)).transpose()?;
     let prefix = settings.store.as_ref().map(|s| s.prefix.clone()).unwrap_or_default();
-    let mut db = if args.fix { HomeserverDb::connect_writable(&settings.database)? } else { HomeserverDb::connect(&settings.database)? };
+    let mut db = if args.fix {
+        HomeserverDb::connect_writable(&settings.database)?
+    } else {
+        HomeserverDb::connect(&settings.database)?
+    };
     let index = Index::create(&ctx.cache_db)?;
     let young_before = SystemTime::now() - grace;
     let keep = args.samples;
@@ -123,14 +127,20 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
         let (origin, media_id, fsid, flag) = (row.next(), row.next(), row.next(), row.next());
         r.rows += 1;
         let kind = if origin.as_deref() == Some("") { MediaKind::Local } else { MediaKind::Remote };
-        tx.prepare_cached("INSERT OR IGNORE INTO known VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![kind.as_str(), origin, fsid, media_id, flag])?;
+        tx.prepare_cached("INSERT OR IGNORE INTO known VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
+            kind.as_str(),
+            origin,
+            fsid,
+            media_id,
+            flag
+        ])?;
         Ok(())
     })?;
     if let Some(store) = &store {
         log::info!("listing {} under {:?}", store.describe(), prefix);
         store.list(&prefix, &mut |o| {
-            let modified = o.modified.map_or(0, |t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+            let modified =
+                o.modified.map_or(0, |t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
             tx.prepare_cached("INSERT OR IGNORE INTO objects VALUES (?1, ?2, ?3)")
                 .and_then(|mut s| s.execute(params![o.key, o.size as i64, modified]))
                 .map(|_| ())
@@ -143,9 +153,11 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     let mut orphan_rows = Vec::new();
     db.for_each_row(ORPHAN_THUMB_ROWS_SQL, &[], "thumbnail rows", |row| {
         let mut row = row.into_iter().map(Option::unwrap_or_default);
-        let (origin, media_id, count) = (row.next().unwrap_or_default(), row.next().unwrap_or_default(), row.next().unwrap_or_default());
+        let (origin, media_id, count) =
+            (row.next().unwrap_or_default(), row.next().unwrap_or_default(), row.next().unwrap_or_default());
         let n: u64 = count.parse().unwrap_or(1);
-        let who = if origin.is_empty() { format!("mxc://{server}/{media_id}") } else { format!("mxc://{origin}/{media_id}") };
+        let who =
+            if origin.is_empty() { format!("mxc://{server}/{media_id}") } else { format!("mxc://{origin}/{media_id}") };
         r.orphan_thumbnail_rows.add_n(n, format!("{who}: {n} thumbnail rows"), 0, keep);
         orphan_rows.push((origin, media_id));
         Ok(())
@@ -166,7 +178,9 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
         }
     }
     if store.is_none() {
-        log::warn!("no object store configured: media offloaded to a store count as lost; give the store (--bucket or homeserver.yaml)");
+        log::warn!(
+            "no object store configured: media offloaded to a store count as lost; give the store (--bucket or homeserver.yaml)"
+        );
     }
     print(ctx.json, args.fix, grace, store.is_some(), &r);
     let open = r.lost_media.count
@@ -222,7 +236,11 @@ impl Index {
     }
 
     fn orphan(&self, what: &str, path: &str, size: u64) -> Result<()> {
-        self.conn.prepare_cached("INSERT INTO orphans VALUES (?1, ?2, ?3)")?.execute(params![what, path, size as i64])?;
+        self.conn.prepare_cached("INSERT INTO orphans VALUES (?1, ?2, ?3)")?.execute(params![
+            what,
+            path,
+            size as i64
+        ])?;
         Ok(())
     }
 }
@@ -247,9 +265,18 @@ fn stale_cache_rows(cache_db: &Path, index: &Index, keep: usize, r: &mut Report)
         after = last.rowid;
         for row in page {
             let Some(kind) = MediaKind::parse(&row.kind) else { continue };
-            let stored = StoredFile { kind, origin: row.origin.clone(), filesystem_id: row.filesystem_id.clone(), thumbnail: false };
+            let stored = StoredFile {
+                kind,
+                origin: row.origin.clone(),
+                filesystem_id: row.filesystem_id.clone(),
+                thumbnail: false,
+            };
             if !index.knows(&stored)? {
-                let who = if row.origin.is_empty() { row.media_id.clone() } else { format!("{}/{}", row.origin, row.media_id) };
+                let who = if row.origin.is_empty() {
+                    row.media_id.clone()
+                } else {
+                    format!("{}/{}", row.origin, row.media_id)
+                };
                 r.stale_cache_rows.add(who, 0, keep);
                 stale.push((row.origin, row.media_id));
             }
@@ -305,12 +332,21 @@ fn walk_files(base: &Path, index: &Index, young_before: SystemTime, keep: usize,
 }
 
 /// Kind 3: rows whose original is neither on disk nor in the store.
-fn find_lost(base: &Path, index: &Index, prefix: &str, server: &str, db: &mut HomeserverDb, keep: usize, r: &mut Report) -> Result<()> {
+fn find_lost(
+    base: &Path,
+    index: &Index,
+    prefix: &str,
+    server: &str,
+    db: &mut HomeserverDb,
+    keep: usize,
+    r: &mut Report,
+) -> Result<()> {
     let mut stmt = index.conn.prepare("SELECT kind, origin, fsid, media_id FROM known WHERE flag = ''")?;
     let mut rows = stmt.query([])?;
     let mut candidates = Vec::new();
     while let Some(row) = rows.next()? {
-        let (kind, origin, fsid, media_id): (String, String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        let (kind, origin, fsid, media_id): (String, String, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
         let kind = MediaKind::parse(&kind).expect("written above");
         let paths = match MediaPaths::new(&origin, &media_id, &fsid, kind) {
             Ok(p) => p,
@@ -357,7 +393,13 @@ fn find_lost(base: &Path, index: &Index, prefix: &str, server: &str, db: &mut Ho
 }
 
 /// Kind 4: objects under the prefix that no row knows.
-fn find_unknown_objects(index: &Index, prefix: &str, young_before: SystemTime, keep: usize, r: &mut Report) -> Result<()> {
+fn find_unknown_objects(
+    index: &Index,
+    prefix: &str,
+    young_before: SystemTime,
+    keep: usize,
+    r: &mut Report,
+) -> Result<()> {
     let young_secs = young_before.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let tx = index.conn.unchecked_transaction()?;
     let mut stmt = index.conn.prepare("SELECT key, size, modified FROM objects")?;

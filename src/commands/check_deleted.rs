@@ -30,7 +30,10 @@ impl Checked {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        vec![format!("Updated {} as deleted", self.marked_deleted), format!("Reopened {} whose files are back", self.reopened)]
+        vec![
+            format!("Updated {} as deleted", self.marked_deleted),
+            format!("Reopened {} whose files are back", self.reopened),
+        ]
     }
 }
 
@@ -101,7 +104,11 @@ pub fn check(cache: &mut Cache, base: &Path) -> Result<Checked> {
                     if deleted {
                         result.marked_deleted += 1;
                     } else {
-                        log::info!("files of {}{} are back on disk; it will be offloaded again", row.origin, row.media_id);
+                        log::info!(
+                            "files of {}{} are back on disk; it will be offloaded again",
+                            row.origin,
+                            row.media_id
+                        );
                         result.reopened += 1;
                     }
                     updates.push((row.origin.clone(), row.media_id.clone(), deleted));

@@ -95,7 +95,10 @@ pub fn run(ctx: &Context, dir: &Path, count: u32) -> Result<()> {
     let demo_ctx = Context::new(None, Some(&config), ctx.lock, ctx.json)?;
     migrate::run(&demo_ctx, &MigrateArgs { duration: None, dry_run: false, store: StoreFlags::default() })?;
     report::say("\nChecking that every media is recoverable and nothing is orphaned ...\n");
-    check::run(&demo_ctx, &CheckArgs { fix: false, force: false, grace_period: None, samples: 5, store: StoreFlags::default() })?;
+    check::run(
+        &demo_ctx,
+        &CheckArgs { fix: false, force: false, grace_period: None, samples: 5, store: StoreFlags::default() },
+    )?;
     report::say(&format!(
         "\nRun the daily job again to see that nothing is left to do:\n  media-offload --config {0} migrate\n\
          Try a retention run (lists what it would delete):\n  media-offload --config {0} purge --remote-older-than 60d --dry-run",
@@ -139,8 +142,10 @@ fn generate(db_path: &Path, media: &Path, count: u32) -> Result<(u32, u32)> {
                 rusqlite::params![origin, rng.id(), created, size as i64, id, accessed],
             )?;
             remote += 1;
-            (format!("remote_content/{origin}/{}/{}/{}", &id[..2], &id[2..4], &id[4..]),
-             format!("remote_thumbnail/{origin}/{}/{}/{}", &id[..2], &id[2..4], &id[4..]))
+            (
+                format!("remote_content/{origin}/{}/{}/{}", &id[..2], &id[2..4], &id[4..]),
+                format!("remote_thumbnail/{origin}/{}/{}/{}", &id[..2], &id[2..4], &id[4..]),
+            )
         } else {
             let url_cache = (rng.below(20) == 0).then_some("https://example.org/preview");
             tx.execute(
@@ -148,13 +153,19 @@ fn generate(db_path: &Path, media: &Path, count: u32) -> Result<(u32, u32)> {
                 rusqlite::params![id, size as i64, created, url_cache, accessed],
             )?;
             local += 1;
-            (format!("local_content/{}/{}/{}", &id[..2], &id[2..4], &id[4..]),
-             format!("local_thumbnails/{}/{}/{}", &id[..2], &id[2..4], &id[4..]))
+            (
+                format!("local_content/{}/{}/{}", &id[..2], &id[2..4], &id[4..]),
+                format!("local_thumbnails/{}/{}/{}", &id[..2], &id[2..4], &id[4..]),
+            )
         };
         write_file(&media.join(&content), size, &mut rng)?;
         for t in 0..thumbs {
             let side = 32 << (t * 2);
-            write_file(&media.join(&thumb_dir).join(format!("{side}-{side}-image-png-crop")), 1024 + rng.below(16 * 1024), &mut rng)?;
+            write_file(
+                &media.join(&thumb_dir).join(format!("{side}-{side}-image-png-crop")),
+                1024 + rng.below(16 * 1024),
+                &mut rng,
+            )?;
         }
     }
     tx.commit()?;

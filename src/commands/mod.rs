@@ -31,7 +31,12 @@ pub struct Context {
 impl Context {
     /// The context of a run: the config file is read (and refused with a
     /// clear error) before anything else happens.
-    pub fn new(cache_db: Option<PathBuf>, config: Option<&std::path::Path>, lock: LockMode, json: bool) -> Result<Self> {
+    pub fn new(
+        cache_db: Option<PathBuf>,
+        config: Option<&std::path::Path>,
+        lock: LockMode,
+        json: bool,
+    ) -> Result<Self> {
         let file = LoadedFile::load(config)?;
         let cache_db = cache_db.or_else(|| file.config.cache_db.clone()).unwrap_or_else(|| PathBuf::from("cache.db"));
         Ok(Self { cache_db, lock, json, file })

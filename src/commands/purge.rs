@@ -79,11 +79,7 @@ pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
     };
     let prefix = settings.store.as_ref().map(|s| s.prefix.clone()).unwrap_or_default();
     // A dry run changes nothing; and with no cache.db there is nothing to update.
-    let mut cache = if args.dry_run || !ctx.cache_db.exists() {
-        None
-    } else {
-        Some(Cache::open(&ctx.cache_db)?)
-    };
+    let mut cache = if args.dry_run || !ctx.cache_db.exists() { None } else { Some(Cache::open(&ctx.cache_db)?) };
     let mut db = HomeserverDb::connect_writable(&settings.database)?;
     let purger = Purger {
         base: &settings.media_store_path,
@@ -134,7 +130,10 @@ fn rules(ctx: &Context, args: &PurgeArgs, settings: &Settings) -> Result<Vec<Rul
     let [remote, local] = if from_flags.iter().any(Option::is_some) {
         from_flags
     } else if file.remote_older_than.is_some() || file.local_older_than.is_some() {
-        [from_file(&file.remote_older_than, "remote_older_than")?, from_file(&file.local_older_than, "local_older_than")?]
+        [
+            from_file(&file.remote_older_than, "remote_older_than")?,
+            from_file(&file.local_older_than, "local_older_than")?,
+        ]
     } else {
         [retention(settings.homeserver.remote_media_lifetime), retention(settings.homeserver.local_media_lifetime)]
     };
@@ -187,7 +186,13 @@ struct Purger<'a> {
 }
 
 impl Purger<'_> {
-    fn purge(&self, db: &mut HomeserverDb, mut cache: Option<&mut Cache>, rule: &Rule, avatars: &HashSet<String>) -> Result<Tally> {
+    fn purge(
+        &self,
+        db: &mut HomeserverDb,
+        mut cache: Option<&mut Cache>,
+        rule: &Rule,
+        avatars: &HashSet<String>,
+    ) -> Result<Tally> {
         let mut tally = Tally::default();
         let mut after = (String::new(), String::new());
         loop {
@@ -348,7 +353,9 @@ fn select_page(db: &mut HomeserverDb, rule: &Rule, after: &(String, String)) -> 
         ),
     };
     let params = match rule.kind {
-        MediaKind::Remote => vec![Param::Int(rule.cutoff_ms), Param::Text(after.0.clone()), Param::Text(after.1.clone())],
+        MediaKind::Remote => {
+            vec![Param::Int(rule.cutoff_ms), Param::Text(after.0.clone()), Param::Text(after.1.clone())]
+        }
         MediaKind::Local => vec![Param::Int(rule.cutoff_ms), Param::Int(rule.size_gt), Param::Text(after.1.clone())],
     };
     let mut page = Vec::new();
@@ -373,7 +380,10 @@ fn delete_rows(db: &mut HomeserverDb, rule: &Rule, targets: &[Target]) -> Result
     }
     let (media_sql, thumbs_sql) = match rule.kind {
         MediaKind::Remote => (
-            format!("DELETE FROM remote_media_cache WHERE {} AND media_origin = $2 AND media_id = $3", conditions(MediaKind::Remote)),
+            format!(
+                "DELETE FROM remote_media_cache WHERE {} AND media_origin = $2 AND media_id = $3",
+                conditions(MediaKind::Remote)
+            ),
             "DELETE FROM remote_media_cache_thumbnails WHERE media_origin = $1 AND media_id = $2".to_owned(),
         ),
         MediaKind::Local => (
@@ -386,11 +396,23 @@ fn delete_rows(db: &mut HomeserverDb, rule: &Rule, targets: &[Target]) -> Result
         let index = statements.len();
         match rule.kind {
             MediaKind::Remote => {
-                statements.push((media_sql.as_str(), vec![Param::Int(rule.cutoff_ms), Param::Text(t.origin.clone()), Param::Text(t.media_id.clone())], None));
-                statements.push((thumbs_sql.as_str(), vec![Param::Text(t.origin.clone()), Param::Text(t.media_id.clone())], Some(index)));
+                statements.push((
+                    media_sql.as_str(),
+                    vec![Param::Int(rule.cutoff_ms), Param::Text(t.origin.clone()), Param::Text(t.media_id.clone())],
+                    None,
+                ));
+                statements.push((
+                    thumbs_sql.as_str(),
+                    vec![Param::Text(t.origin.clone()), Param::Text(t.media_id.clone())],
+                    Some(index),
+                ));
             }
             MediaKind::Local => {
-                statements.push((media_sql.as_str(), vec![Param::Int(rule.cutoff_ms), Param::Int(rule.size_gt), Param::Text(t.media_id.clone())], None));
+                statements.push((
+                    media_sql.as_str(),
+                    vec![Param::Int(rule.cutoff_ms), Param::Int(rule.size_gt), Param::Text(t.media_id.clone())],
+                    None,
+                ));
                 statements.push((thumbs_sql.as_str(), vec![Param::Text(t.media_id.clone())], Some(index)));
             }
         }
@@ -400,12 +422,18 @@ fn delete_rows(db: &mut HomeserverDb, rule: &Rule, targets: &[Target]) -> Result
 }
 
 fn print_summary(json: bool, dry_run: bool, results: &[(Rule, Tally)], has_store: bool) {
-    let verb = |past: &str| if dry_run { format!("(dry run) Would have {}", past.to_lowercase()) } else { past.to_owned() };
+    let verb =
+        |past: &str| if dry_run { format!("(dry run) Would have {}", past.to_lowercase()) } else { past.to_owned() };
     let mut lines = Vec::new();
     let mut value = serde_json::Map::new();
     for (rule, t) in results {
         let kind = rule.kind.as_str();
-        lines.push(format!("{} {} {kind} media not accessed for {}", verb("Purged"), t.media, crate::duration::short(rule.older_than)));
+        lines.push(format!(
+            "{} {} {kind} media not accessed for {}",
+            verb("Purged"),
+            t.media,
+            crate::duration::short(rule.older_than)
+        ));
         lines.push(format!("{} {} files ({})", verb("Deleted"), t.files, naturalsize(t.file_bytes)));
         if has_store {
             lines.push(format!("{} {} objects ({})", verb("Deleted"), t.objects, naturalsize(t.object_bytes)));
@@ -417,7 +445,10 @@ fn print_summary(json: bool, dry_run: bool, results: &[(Rule, Tally)], has_store
             lines.push(format!("Kept {} media accessed or protected since they were selected", t.kept_in_use));
         }
         if t.refused + t.failed > 0 {
-            lines.push(format!("{} rows were refused and {} deletions failed; see the messages above", t.refused, t.failed));
+            lines.push(format!(
+                "{} rows were refused and {} deletions failed; see the messages above",
+                t.refused, t.failed
+            ));
         }
         value.insert(
             kind.to_owned(),

@@ -20,11 +20,11 @@ use serde_json::json;
 use super::{Context, PAGE};
 use crate::cache::{Cache, CacheRow, Rows};
 use crate::cli::UploadArgs;
+pub use crate::config::settings::SSE_KEY_ENV;
+use crate::config::{Secret, read_secret_file};
 use crate::error::Failure;
 use crate::media_store::{self, LocalFile};
 use crate::report::{self, Progress, naturalsize};
-use crate::config::{Secret, read_secret_file};
-pub use crate::config::settings::SSE_KEY_ENV;
 use crate::store::{self, FileDigest, ObjectStore, StoreSettings, Verdict, compare};
 /// Finished media are recorded at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
@@ -151,7 +151,9 @@ pub fn store_settings(args: &UploadArgs) -> Result<StoreSettings> {
 
 fn sse_key(args: &UploadArgs) -> Result<Option<String>> {
     if let Some(key) = args.sse_customer_key.as_ref().filter(|k| !k.is_empty()) {
-        log::warn!("--sse-customer-key shows the key in the process list; prefer --sse-customer-key-file or {SSE_KEY_ENV}");
+        log::warn!(
+            "--sse-customer-key shows the key in the process list; prefer --sse-customer-key-file or {SSE_KEY_ENV}"
+        );
         return Ok(Some(key.clone()));
     }
     if let Some(path) = &args.sse_customer_key_file {

@@ -15,9 +15,7 @@ pub fn run(ctx: &Context, out: &Path) -> Result<()> {
     let sink: Box<dyn Write> = if out == Path::new("-") {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(
-            std::fs::File::create(out).with_context(|| format!("could not create {}", out.display()))?,
-        )
+        Box::new(std::fs::File::create(out).with_context(|| format!("could not create {}", out.display()))?)
     };
     let mut sink = BufWriter::new(sink);
     let mut after = 0;

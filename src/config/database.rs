@@ -121,7 +121,6 @@ pub fn locate_database(homeserver_config: &Path) -> Result<(DbConfig, String)> {
     }
 }
 
-
 /// `database.yaml`: a `sqlite:` section (sqlite3.connect arguments), a
 /// `postgres:` section, or plain psycopg2 keyword arguments.
 pub fn from_database_yaml(doc: &Value, origin: &str) -> Result<DbConfig> {
@@ -242,12 +241,15 @@ fn set_keyword(s: &mut PgSettings, key: &str, value: &str, name: &str) -> Result
     match key {
         "host" => s.hosts = value.split(',').map(str::trim).filter(|h| !h.is_empty()).map(str::to_owned).collect(),
         "hostaddr" => {
-            s.hostaddr = Some(value.trim().parse().map_err(|_| anyhow!("{name}: expected an IP address, found {value:?}"))?)
+            s.hostaddr =
+                Some(value.trim().parse().map_err(|_| anyhow!("{name}: expected an IP address, found {value:?}"))?)
         }
         "port" => {
             s.ports = value
                 .split(',')
-                .map(|p| p.trim().parse::<u16>().map_err(|_| anyhow!("{name}: expected a port number, found {value:?}")))
+                .map(|p| {
+                    p.trim().parse::<u16>().map_err(|_| anyhow!("{name}: expected a port number, found {value:?}"))
+                })
                 .collect::<Result<_>>()?
         }
         "dbname" | "database" => s.dbname = Some(value.to_owned()),
@@ -273,7 +275,8 @@ fn set_keyword(s: &mut PgSettings, key: &str, value: &str, name: &str) -> Result
                 Some(value.trim().parse().map_err(|_| anyhow!("{name}: expected a whole number, found {value:?}"))?)
         }
         "tcp_user_timeout" => {
-            let ms: u64 = value.trim().parse().map_err(|_| anyhow!("{name}: expected milliseconds, found {value:?}"))?;
+            let ms: u64 =
+                value.trim().parse().map_err(|_| anyhow!("{name}: expected milliseconds, found {value:?}"))?;
             s.tcp_user_timeout = Some(Duration::from_millis(ms));
         }
         "target_session_attrs" => match value {
@@ -285,15 +288,16 @@ fn set_keyword(s: &mut PgSettings, key: &str, value: &str, name: &str) -> Result
             _ => bail!("{name}: expected disable, prefer or require, found {value:?}"),
         },
         "service" => bail!("{name}: pg_service.conf services are not supported; give host, port, dbname and user"),
-        "sslpassword" => bail!("{name}: encrypted client keys are not supported; use an unencrypted sslkey file (mode 0600)"),
+        "sslpassword" => {
+            bail!("{name}: encrypted client keys are not supported; use an unencrypted sslkey file (mode 0600)")
+        }
         k if IGNORED_KEYWORDS.contains(&k) => log::debug!("{name}: ignored (no effect on this tool)"),
-        _ => bail!("{name}: unknown connection setting (expected a libpq keyword such as host, port, dbname, user, password, sslmode)"),
+        _ => bail!(
+            "{name}: unknown connection setting (expected a libpq keyword such as host, port, dbname, user, password, sslmode)"
+        ),
     }
     Ok(())
 }
-
-
-
 
 /// Look a password up in a pgpass file (`host:port:db:user:password`,
 /// `*` wildcards, `\` escapes), as libpq does when none is configured.

@@ -66,7 +66,8 @@ impl FileConfig {
     /// Read and validate the file; every error names it (and serde's the
     /// line and key).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("could not read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("could not read config file {}", path.display()))?;
         Self::parse(&text, &path.display().to_string())
     }
 

@@ -20,7 +20,8 @@ pub use database::*;
 /// whole file but its trailing newline; empty is an error. `what` names the
 /// kind of file in messages, never its content.
 pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("could not read the {what} {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("could not read the {what} {}", path.display()))?;
     crate::store::warn_if_readable_by_others(path);
     let value = text.trim_end_matches(['\n', '\r']);
     if value.is_empty() {
@@ -35,10 +36,7 @@ pub fn read_yaml(path: &Path) -> Result<Value> {
         if path.exists() {
             format!("could not read {}", path.display())
         } else {
-            format!(
-                "could not find {} (and no ./database.yaml): pass --homeserver-config-path",
-                path.display()
-            )
+            format!("could not find {} (and no ./database.yaml): pass --homeserver-config-path", path.display())
         }
     })?;
     serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("{} is not valid YAML: {e}", path.display()))

@@ -79,7 +79,13 @@ fn env(name: &str) -> Option<String> {
 
 impl Resolver<'_> {
     /// A plain setting: flag, `MEDIA_OFFLOAD_<KEY>`, config file, homeserver.yaml.
-    fn pick(&self, key: &str, flag: Option<String>, file: Option<String>, hs_key: Option<&str>) -> Option<(String, String)> {
+    fn pick(
+        &self,
+        key: &str,
+        flag: Option<String>,
+        file: Option<String>,
+        hs_key: Option<&str>,
+    ) -> Option<(String, String)> {
         let found = self.file.setting(key, flag, file).or_else(|| hs_key.and_then(|k| self.hs.provider_setting(k)));
         if let Some((value, source)) = &found {
             log::debug!("{key} = {value:?} (from {source})");
@@ -155,7 +161,12 @@ impl Settings {
                 )
             })?;
 
-        let concurrency = match r.pick("concurrency", flags.concurrency.map(|c| c.to_string()), cfg.concurrency.map(|c| c.to_string()), None) {
+        let concurrency = match r.pick(
+            "concurrency",
+            flags.concurrency.map(|c| c.to_string()),
+            cfg.concurrency.map(|c| c.to_string()),
+            None,
+        ) {
             None => 16,
             Some((text, source)) => match text.parse::<usize>() {
                 Ok(n) if (1..=512).contains(&n) => n,
@@ -174,14 +185,21 @@ impl Settings {
     }
 
     fn store(r: &Resolver<'_>, flags: &StoreFlags, cfg: &FileConfig, bucket: String) -> Result<StoreSettings> {
-        let region = r
-            .pick("region_name", flags.region.clone(), cfg.region_name.clone(), Some("region_name"))
-            .map(|(v, _)| v);
+        let region =
+            r.pick("region_name", flags.region.clone(), cfg.region_name.clone(), Some("region_name")).map(|(v, _)| v);
         let endpoint_url = r
             .pick("endpoint_url", flags.endpoint_url.clone(), cfg.endpoint_url.clone(), Some("endpoint_url"))
             .map(|(v, _)| v);
-        let prefix = r.pick("prefix", flags.prefix.clone(), cfg.prefix.clone(), Some("prefix")).map(|(v, _)| v).unwrap_or_default();
-        let storage_class = match r.pick("storage_class", flags.storage_class.clone(), cfg.storage_class.clone(), Some("storage_class")) {
+        let prefix = r
+            .pick("prefix", flags.prefix.clone(), cfg.prefix.clone(), Some("prefix"))
+            .map(|(v, _)| v)
+            .unwrap_or_default();
+        let storage_class = match r.pick(
+            "storage_class",
+            flags.storage_class.clone(),
+            cfg.storage_class.clone(),
+            Some("storage_class"),
+        ) {
             None => "STANDARD".to_owned(),
             Some((class, _)) if STORAGE_CLASSES.contains(&class.as_str()) => class,
             Some((class, source)) => {
@@ -189,7 +207,12 @@ impl Settings {
             }
         };
         let algorithm = r
-            .pick("sse_customer_algo", flags.sse_customer_algo.clone(), cfg.sse_customer_algo.clone(), Some("sse_customer_algo"))
+            .pick(
+                "sse_customer_algo",
+                flags.sse_customer_algo.clone(),
+                cfg.sse_customer_algo.clone(),
+                Some("sse_customer_algo"),
+            )
             .map_or_else(|| "AES256".to_owned(), |(v, _)| v);
         let sse_key = match &flags.sse_customer_key_file {
             Some(path) => Some(Secret(read_secret_file(path, "SSE-C key file")?)),
@@ -199,9 +222,11 @@ impl Settings {
         let secret_key = r.secret("secret_access_key", "AWS_SECRET_ACCESS_KEY")?;
         let token = r.secret("session_token", "AWS_SESSION_TOKEN")?;
         let credentials = match (key_id, secret_key) {
-            (Some((id, _)), Some((secret, _))) => {
-                Some(Credentials { access_key_id: id.0, secret_access_key: secret, session_token: token.map(|(t, _)| t) })
-            }
+            (Some((id, _)), Some((secret, _))) => Some(Credentials {
+                access_key_id: id.0,
+                secret_access_key: secret,
+                session_token: token.map(|(t, _)| t),
+            }),
             (None, None) => {
                 log::debug!("no S3 access key configured: using the AWS SDK's default credential chain");
                 None
@@ -209,7 +234,16 @@ impl Settings {
             (Some((_, from)), None) => bail!("an S3 access key id is set (from {from}) but no secret_access_key"),
             (None, Some((_, from))) => bail!("an S3 secret_access_key is set (from {from}) but no access_key_id"),
         };
-        Ok(StoreSettings { bucket, endpoint_url, region, storage_class, prefix, sse_key, sse_algorithm: algorithm, credentials })
+        Ok(StoreSettings {
+            bucket,
+            endpoint_url,
+            region,
+            storage_class,
+            prefix,
+            sse_key,
+            sse_algorithm: algorithm,
+            credentials,
+        })
     }
 }
 
@@ -228,10 +262,19 @@ mod tests {
     #[test]
     fn flag_beats_config_file_beats_homeserver_yaml() {
         let hs = hs();
-        let file = LoadedFile { path: Some("mo.yaml".into()), config: FileConfig { bucket: Some("from-file".into()), ..Default::default() } };
+        let file = LoadedFile {
+            path: Some("mo.yaml".into()),
+            config: FileConfig { bucket: Some("from-file".into()), ..Default::default() },
+        };
         let r = Resolver { file: &file, hs: &hs, credentials_dir: None };
-        assert_eq!(r.pick("bucket", Some("from-flag".into()), Some("from-file".into()), Some("bucket")).unwrap(), ("from-flag".into(), "--bucket".into()));
-        assert_eq!(r.pick("bucket", None, Some("from-file".into()), Some("bucket")).unwrap(), ("from-file".into(), "mo.yaml: bucket".into()));
+        assert_eq!(
+            r.pick("bucket", Some("from-flag".into()), Some("from-file".into()), Some("bucket")).unwrap(),
+            ("from-flag".into(), "--bucket".into())
+        );
+        assert_eq!(
+            r.pick("bucket", None, Some("from-file".into()), Some("bucket")).unwrap(),
+            ("from-file".into(), "mo.yaml: bucket".into())
+        );
         let (value, source) = r.pick("prefix", None, None, Some("prefix")).unwrap();
         assert_eq!((value.as_str(), source.as_str()), ("hs/", "hs.yaml: media_storage_providers[0].config.prefix"));
         assert_eq!(r.pick("region_name", None, None, Some("region_name")), None);

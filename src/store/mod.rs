@@ -236,11 +236,9 @@ pub fn compare(local: &FileDigest, remote: &ObjectInfo) -> Verdict {
     }
     match remote.md5 {
         Some(md5) if md5 == local.md5 => Verdict::SameContent,
-        Some(md5) => Verdict::Different(format!(
-            "object MD5 {} differs from local {}",
-            hex::encode(md5),
-            hex::encode(local.md5)
-        )),
+        Some(md5) => {
+            Verdict::Different(format!("object MD5 {} differs from local {}", hex::encode(md5), hex::encode(local.md5)))
+        }
         None => Verdict::SameSize,
     }
 }
@@ -291,8 +289,10 @@ mod tests {
         assert_eq!(compare(&d, &ObjectInfo { size: 3, md5: None }), Verdict::SameSize);
         assert!(!compare(&d, &ObjectInfo { size: 4, md5: Some([1; 16]) }).is_match());
         assert!(!compare(&d, &ObjectInfo { size: 3, md5: Some([2; 16]) }).is_match());
-        assert_eq!(parse_md5("\"d41d8cd98f00b204e9800998ecf8427e\"").map(hex::encode).as_deref(),
-                   Some("d41d8cd98f00b204e9800998ecf8427e"));
+        assert_eq!(
+            parse_md5("\"d41d8cd98f00b204e9800998ecf8427e\"").map(hex::encode).as_deref(),
+            Some("d41d8cd98f00b204e9800998ecf8427e")
+        );
         assert_eq!(parse_md5("abc-2"), None);
     }
 }

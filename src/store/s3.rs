@@ -13,8 +13,8 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass};
@@ -67,11 +67,8 @@ pub struct S3Store {
 
 impl S3Store {
     pub fn new(settings: &StoreSettings, sse: Option<SseCustomerKey>) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("s3-io")
-            .enable_all()
-            .build()?;
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("s3-io").enable_all().build()?;
         let region = match &settings.region {
             Some(r) => RegionProviderChain::first_try(Region::new(r.clone())),
             None => RegionProviderChain::default_provider().or_else(Region::new("us-east-1")),
@@ -122,10 +119,7 @@ impl S3Store {
         let result = self.runtime.block_on(self.client.head_bucket().bucket(&bucket).send());
         let Err(err) = result else { return Ok(()) };
         let status = err.raw_response().map(|r| r.status().as_u16());
-        let region = err
-            .raw_response()
-            .and_then(|r| r.headers().get("x-amz-bucket-region"))
-            .map(str::to_owned);
+        let region = err.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")).map(str::to_owned);
         let current = self.client.config().region().map(|r| r.to_string());
         match (status, region) {
             (Some(301 | 307 | 400), Some(region)) if Some(&region) != current.as_ref() => {

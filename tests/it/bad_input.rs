@@ -3,7 +3,6 @@
 //! Each must give a clear error (no panic, no backtrace), a non-zero exit
 //! status, and must delete nothing.
 
-
 use crate::common::*;
 
 fn simple() -> (Homeserver, Media) {
@@ -335,7 +334,11 @@ fn row_pointing_at_etc_is_refused_without_reading_outside_the_store() {
     let good = hs.add(Media::local(&hs.new_id()));
     cache_insert(
         &hs.cache_db(),
-        &[good.cache_row(), CacheRow::local("../../etc"), CacheRow::remote("../../../../../../etc", "evil", "passwdxx")],
+        &[
+            good.cache_row(),
+            CacheRow::local("../../etc"),
+            CacheRow::remote("../../../../../../etc", "evil", "passwdxx"),
+        ],
     );
     let s3 = S3::new();
     let out = hs.upload(&s3, &[]);
@@ -381,4 +384,3 @@ fn escaping_rows_in_the_homeserver_database_never_lead_to_files_outside_the_stor
     hs.assert_offloaded(&good, &Dest::S3(&s3), "");
     assert_eq!(s3.keys(), keys_of(&[&good], ""));
 }
-

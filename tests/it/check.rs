@@ -3,7 +3,6 @@
 //! the grace period; what --fix never touches; the refusal to "fix" a store
 //! that belongs to another database; exit codes.
 
-
 use std::time::{Duration, SystemTime};
 
 use crate::common::*;
@@ -61,7 +60,8 @@ fn scene(mut hs: Homeserver) -> Scene {
         Media::local(&hs.new_id()).pending(),
         Media::local(&hs.new_id()).url_cache("https://example.org/").no_original(),
     ];
-    let lost = vec![Media::local(&hs.new_id()).no_original(), Media::remote(ORIGIN, &hs.new_id(), &hs.new_id()).no_original()];
+    let lost =
+        vec![Media::local(&hs.new_id()).no_original(), Media::remote(ORIGIN, &hs.new_id(), &hs.new_id()).no_original()];
     hs.add_all(known.iter().chain([&offloaded]).chain(&not_lost).chain(&lost).cloned().collect());
     hs.update_db("0s");
     hs.upload(&s3, &["--prefix", PREFIX]).ok();
@@ -254,7 +254,9 @@ fn check_finds_counts_samples_and_fixes_each_kind(hs: Homeserver) {
     for m in &sc.lost {
         let sql = match &m.origin {
             None => format!("DELETE FROM local_media_repository WHERE media_id = '{}'", m.media_id),
-            Some(o) => format!("DELETE FROM remote_media_cache WHERE media_origin = '{o}' AND media_id = '{}'", m.media_id),
+            Some(o) => {
+                format!("DELETE FROM remote_media_cache WHERE media_origin = '{o}' AND media_id = '{}'", m.media_id)
+            }
         };
         hs.sql(&sql);
     }

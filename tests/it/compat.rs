@@ -1,7 +1,6 @@
 //! Taking turns with the real Python tool (s3_media_upload from
 //! synapse-s3-storage-provider 1.7.0) on one cache.db, and doing what it does.
 
-
 use crate::common::*;
 
 /// The same media in a homeserver: ids are fixed, contents are derived from
@@ -85,7 +84,8 @@ fn our_update_db_then_python_check_deleted_and_write_work_on_our_cache() {
     let py_write = hs.py(&["write"]).ok();
     let our_write = hs.mo(&["write"]).ok();
     assert_eq!(sorted_lines(&our_write.stdout), sorted_lines(&py_write.stdout));
-    let mut want: Vec<String> = sel.iter().filter(|m| m.media_id != sel[1].media_id).flat_map(|m| m.write_lines()).collect();
+    let mut want: Vec<String> =
+        sel.iter().filter(|m| m.media_id != sel[1].media_id).flat_map(|m| m.write_lines()).collect();
     want.sort();
     assert_eq!(sorted_lines(&py_write.stdout), want);
 }

@@ -4,7 +4,6 @@
 //! Timing is used only to decide when to kill; every assertion is about the
 //! state left behind, whatever moment the kill hit.
 
-
 use std::time::Duration;
 
 use crate::common::*;

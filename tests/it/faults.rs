@@ -7,7 +7,6 @@
 //! `MO_FAULT_SEED=N` replays it. Timing only decides when to kill; every
 //! assertion is about the state left behind.
 
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -135,7 +134,10 @@ fn a_store_that_fails_every_object_request_fails_each_file_and_keeps_them_all() 
     let s3 = S3::new();
     let cache = cache_dump(&hs.cache_db());
     // the bucket answers, so the run starts; then every object request fails
-    let plan = FaultPlan { spare_bucket_requests: true, ..FaultPlan::every_request_fails(fault_seed("every object request fails")) };
+    let plan = FaultPlan {
+        spare_bucket_requests: true,
+        ..FaultPlan::every_request_fails(fault_seed("every object request fails"))
+    };
     let proxy = FaultProxy::start(&s3.endpoint, plan);
     let out = hs.upload_via(&proxy.endpoint, &s3.bucket, &["--delete"]);
     eprintln!("every object request fails: {}\n{}", proxy.counts(), out.describe());
@@ -167,7 +169,8 @@ fn kill_9_at_20_random_moments_never_loses_a_file_and_a_rerun_completes() {
         assert!(runs <= 100, "only {kills} of 100 runs were still working when killed");
         if hs.local_files().is_empty() {
             // all offloaded: more work, so that the next kill lands in a run that has some
-            let mut items: Vec<Media> = (0..100).map(|i| Media::local(&hs.new_id()).size(1000 + i * 997).with_thumbs()).collect();
+            let mut items: Vec<Media> =
+                (0..100).map(|i| Media::local(&hs.new_id()).size(1000 + i * 997).with_thumbs()).collect();
             items.push(Media::local(&hs.new_id()).size(9 * 1024 * 1024 + 7));
             hs.add_all(items);
             hs.update_db("30d");
@@ -330,4 +333,3 @@ fn a_full_disk_under_cache_db_stops_with_an_error_and_loses_nothing() {
     assert!(cache_rows(&db).iter().all(|r| r.known_deleted));
     assert_eq!(integrity_check(&db), "ok");
 }
-

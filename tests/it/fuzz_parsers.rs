@@ -58,19 +58,80 @@ proptest! {
 
 /// Key names the loaders look at, and a few they must refuse.
 const KEYS: &[&str] = &[
-    "database", "name", "args", "sqlite", "postgres", "sqlite3", "psycopg2", "psycopg", "host", "hostaddr",
-    "port", "dsn", "sslmode", "password", "user", "username", "dbname", "passfile", "sslrootcert", "sslcert",
-    "sslkey", "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
-    "tcp_user_timeout", "target_session_attrs", "channel_binding", "application_name", "options", "service",
-    "sslpassword", "sslcompression", "cp_min", "cp_max", "allow_unsafe_locale", "media_store_path", "", "ä",
+    "database",
+    "name",
+    "args",
+    "sqlite",
+    "postgres",
+    "sqlite3",
+    "psycopg2",
+    "psycopg",
+    "host",
+    "hostaddr",
+    "port",
+    "dsn",
+    "sslmode",
+    "password",
+    "user",
+    "username",
+    "dbname",
+    "passfile",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "target_session_attrs",
+    "channel_binding",
+    "application_name",
+    "options",
+    "service",
+    "sslpassword",
+    "sslcompression",
+    "cp_min",
+    "cp_max",
+    "allow_unsafe_locale",
+    "media_store_path",
+    "",
+    "ä",
 ];
 
 /// Values the loaders treat specially, and some that are almost right.
 const WORDS: &[&str] = &[
-    "sqlite3", "psycopg2", "psycopg", "postgres", "localhost", "127.0.0.1", "::1", "5432", "65536", "-1",
-    "5432,5433", "disable", "prefer", "require", "verify-full", "verify-ca", "any", "read-write", "standby",
-    "host=/run/postgresql port=5432 dbname=synapse", "host='a b' password='it\\'s'", "user='unterminated",
-    "=x", "postgres://u:p@h/db", "key", "  ", "0", "1", "homeserver.db", "/var/lib/synapse/homeserver.db",
+    "sqlite3",
+    "psycopg2",
+    "psycopg",
+    "postgres",
+    "localhost",
+    "127.0.0.1",
+    "::1",
+    "5432",
+    "65536",
+    "-1",
+    "5432,5433",
+    "disable",
+    "prefer",
+    "require",
+    "verify-full",
+    "verify-ca",
+    "any",
+    "read-write",
+    "standby",
+    "host=/run/postgresql port=5432 dbname=synapse",
+    "host='a b' password='it\\'s'",
+    "user='unterminated",
+    "=x",
+    "postgres://u:p@h/db",
+    "key",
+    "  ",
+    "0",
+    "1",
+    "homeserver.db",
+    "/var/lib/synapse/homeserver.db",
 ];
 
 fn yaml_key() -> impl Strategy<Value = Value> {
@@ -119,11 +180,15 @@ fn config_doc() -> impl Strategy<Value = Value> {
         (yaml_scalar(), yaml_value()).prop_map(move |(name, args)| {
             mapping(vec![(s("database"), mapping(vec![(s("name"), name), (s("args"), args)]))])
         }),
-        (prop::sample::select(vec!["sqlite3", "psycopg2", "psycopg"]), prop::collection::vec((yaml_key(), yaml_scalar()), 0..8))
+        (
+            prop::sample::select(vec!["sqlite3", "psycopg2", "psycopg"]),
+            prop::collection::vec((yaml_key(), yaml_scalar()), 0..8)
+        )
             .prop_map(move |(name, args)| {
                 mapping(vec![(s("database"), mapping(vec![(s("name"), s(name)), (s("args"), mapping(args))]))])
             }),
-        (prop::sample::select(vec!["sqlite", "postgres"]), yaml_value()).prop_map(move |(k, v)| mapping(vec![(s(k), v)])),
+        (prop::sample::select(vec!["sqlite", "postgres"]), yaml_value())
+            .prop_map(move |(k, v)| mapping(vec![(s(k), v)])),
         prop::collection::vec((yaml_key(), yaml_scalar()), 0..10).prop_map(mapping),
     ]
 }
@@ -144,9 +209,27 @@ fn yaml_text() -> impl Strategy<Value = String> {
             text
         },
     );
-    let line = (0usize..6, prop::sample::select(KEYS), prop::sample::select(vec![
-        "", " ", " 1", " x", " []", " {}", " &a", " *a", " !!str", " ~", " |", " >", " [a, {b: c}]", " '''", " \"\\u00e4\"",
-    ]))
+    let line = (
+        0usize..6,
+        prop::sample::select(KEYS),
+        prop::sample::select(vec![
+            "",
+            " ",
+            " 1",
+            " x",
+            " []",
+            " {}",
+            " &a",
+            " *a",
+            " !!str",
+            " ~",
+            " |",
+            " >",
+            " [a, {b: c}]",
+            " '''",
+            " \"\\u00e4\"",
+        ]),
+    )
         .prop_map(|(indent, key, rest)| format!("{}{key}:{rest}", " ".repeat(indent)));
     prop_oneof![
         mangled,
@@ -160,7 +243,9 @@ const ORIGIN: &str = "fuzzed.yaml";
 
 /// Both loaders on one document: no panic, and a refusal names the file.
 fn check_loaders(doc: &Value) -> Result<(), TestCaseError> {
-    for (what, result) in [("homeserver", from_homeserver_yaml(doc, ORIGIN)), ("database", from_database_yaml(doc, ORIGIN))] {
+    for (what, result) in
+        [("homeserver", from_homeserver_yaml(doc, ORIGIN)), ("database", from_database_yaml(doc, ORIGIN))]
+    {
         if let Err(e) = result {
             let text = format!("{e:#}");
             prop_assert!(text.contains(ORIGIN), "{what} loader error does not name the file: {text}\n{doc:?}");
@@ -189,13 +274,25 @@ proptest! {
 
 fn path_piece() -> impl Strategy<Value = String> {
     let bits = prop::sample::select(vec![
-        "..", ".", "/", "\\", "\0", "a", "Z", "0", "ä", "😀", "%2e", "~", " ", "-", "_", "local_content", ":",
+        "..",
+        ".",
+        "/",
+        "\\",
+        "\0",
+        "a",
+        "Z",
+        "0",
+        "ä",
+        "😀",
+        "%2e",
+        "~",
+        " ",
+        "-",
+        "_",
+        "local_content",
+        ":",
     ]);
-    prop_oneof![
-        "\\PC{0,12}",
-        ".{0,12}",
-        prop::collection::vec(bits, 0..8).prop_map(|v| v.concat()),
-    ]
+    prop_oneof!["\\PC{0,12}", ".{0,12}", prop::collection::vec(bits, 0..8).prop_map(|v| v.concat()),]
 }
 
 /// A relative path with only normal components: it cannot leave the store.
@@ -235,4 +332,3 @@ proptest! {
         }
     }
 }
-

@@ -1,7 +1,6 @@
 //! Checks of the test harness itself (services, fixtures, the SSE-C proxy),
 //! so that a failure elsewhere points at the binary, not at the harness.
 
-
 use crate::common::*;
 
 #[test]
@@ -9,11 +8,7 @@ fn test_services_are_configured_and_reachable() {
     let env = test_env();
     assert!(env.pg_socket.is_dir());
     let db = PgDb::create();
-    let n: i64 = db
-        .client()
-        .query_one("SELECT count(*) FROM local_media_repository", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = db.client().query_one("SELECT count(*) FROM local_media_repository", &[]).unwrap().get(0);
     assert_eq!(n, 0);
     let s3 = S3::new();
     assert!(s3.keys().is_empty());
@@ -36,15 +31,34 @@ fn synapse_schema_has_the_columns_synapse_defines() {
     assert_eq!(
         cols("local_media_repository"),
         [
-            "media_id", "media_type", "media_length", "created_ts", "upload_name", "user_id",
-            "quarantined_by", "url_cache", "last_access_ts", "safe_from_quarantine", "authenticated", "sha256"
+            "media_id",
+            "media_type",
+            "media_length",
+            "created_ts",
+            "upload_name",
+            "user_id",
+            "quarantined_by",
+            "url_cache",
+            "last_access_ts",
+            "safe_from_quarantine",
+            "authenticated",
+            "sha256"
         ]
     );
     assert_eq!(
         cols("remote_media_cache"),
         [
-            "media_origin", "media_id", "media_type", "created_ts", "upload_name", "media_length",
-            "filesystem_id", "last_access_ts", "quarantined_by", "authenticated", "sha256"
+            "media_origin",
+            "media_id",
+            "media_type",
+            "created_ts",
+            "upload_name",
+            "media_length",
+            "filesystem_id",
+            "last_access_ts",
+            "quarantined_by",
+            "authenticated",
+            "sha256"
         ]
     );
     assert!(cols("local_media_repository_thumbnails").contains(&"thumbnail_method".to_string()));
@@ -73,7 +87,10 @@ fn both_schema_flavours_have_the_avatar_tables_with_the_same_columns() {
             .unwrap();
         in_pg.sort();
         in_sqlite.sort();
-        assert!(in_pg.contains(&"avatar_url".to_string()) || in_pg.contains(&"avatar".to_string()), "{table}: {in_pg:?}");
+        assert!(
+            in_pg.contains(&"avatar_url".to_string()) || in_pg.contains(&"avatar".to_string()),
+            "{table}: {in_pg:?}"
+        );
         assert_eq!(in_pg, in_sqlite, "{table}");
     }
 }

@@ -3,7 +3,6 @@
 //! flags; secrets from the environment, systemd credentials or
 //! homeserver.yaml and never printed; dry runs; the lock.
 
-
 use crate::common::*;
 
 const HS_KEY_ID: &str = "hs-key-id-0001";
@@ -53,7 +52,11 @@ fn file_count(ms: &[Media]) -> i64 {
 #[track_caller]
 fn assert_no_secret(out: &Out, secrets: &[&str]) {
     for s in secrets {
-        assert!(!out.stderr.contains(s) && !out.stdout.contains(s), "output shows the secret {s:?}: {}", out.describe());
+        assert!(
+            !out.stderr.contains(s) && !out.stdout.contains(s),
+            "output shows the secret {s:?}: {}",
+            out.describe()
+        );
     }
 }
 
@@ -133,10 +136,28 @@ fn flags_beat_the_environment_beats_the_config_file_beats_homeserver_yaml() {
         prefix: &'a str,
     }
     let cases = [
-        Case { config: cfg, flags: &["--prefix", "flag/"], envs: &[env_prefix], source: "(from --prefix)".into(), prefix: "flag/" },
-        Case { config: cfg, flags: &[], envs: &[env_prefix], source: "(from environment MEDIA_OFFLOAD_PREFIX)".into(), prefix: "env/" },
+        Case {
+            config: cfg,
+            flags: &["--prefix", "flag/"],
+            envs: &[env_prefix],
+            source: "(from --prefix)".into(),
+            prefix: "flag/",
+        },
+        Case {
+            config: cfg,
+            flags: &[],
+            envs: &[env_prefix],
+            source: "(from environment MEDIA_OFFLOAD_PREFIX)".into(),
+            prefix: "env/",
+        },
         Case { config: cfg, flags: &[], envs: &[], source: format!("(from {cfg}: prefix)"), prefix: "file/" },
-        Case { config: "/dev/null", flags: &[], envs: &[], source: format!("(from {})", yaml_source("prefix")), prefix: "hs/" },
+        Case {
+            config: "/dev/null",
+            flags: &[],
+            envs: &[],
+            source: format!("(from {})", yaml_source("prefix")),
+            prefix: "hs/",
+        },
     ];
     for c in cases {
         let mut args = vec!["-v", "--json", "--no-progress", "--config", c.config, "migrate", "--dry-run"];
@@ -177,7 +198,8 @@ fn credentials_directory_secrets_are_used_after_the_environment_and_never_printe
     std::fs::write(creds.join("access_key_id"), "cred-key-id-0002\n").unwrap();
     std::fs::write(creds.join("secret_access_key"), "cred-secret-VALUE-0002\n").unwrap();
     let creds_dir = creds.to_str().unwrap();
-    let secrets = [HS_KEY_ID, HS_SECRET, "cred-key-id-0002", "cred-secret-VALUE-0002", "env-key-id-0003", "env-secret-0003"];
+    let secrets =
+        [HS_KEY_ID, HS_SECRET, "cred-key-id-0002", "cred-secret-VALUE-0002", "env-key-id-0003", "env-secret-0003"];
 
     // Environment first.
     let out = hs
@@ -229,7 +251,10 @@ fn config_file_sets_duration_cache_db_concurrency_and_the_store() {
     dry.stderr_line_with("duration = \"30d\" (from environment MEDIA_OFFLOAD_DURATION)");
     assert_eq!(dry.jn("upload.uploaded_files"), file_count(&old), "{}", dry.describe());
     let dry = hs
-        .mo_env(&["-v", "--json", "--config", cfg, "migrate", "--dry-run", "--duration", "2y"], &[("MEDIA_OFFLOAD_DURATION", "30d")])
+        .mo_env(
+            &["-v", "--json", "--config", cfg, "migrate", "--dry-run", "--duration", "2y"],
+            &[("MEDIA_OFFLOAD_DURATION", "30d")],
+        )
         .ok();
     dry.stderr_line_with("(from --duration)");
     assert_eq!(dry.jn("upload.uploaded_files"), 0, "{}", dry.describe());

@@ -1,7 +1,6 @@
 //! Reading Synapse's PostgreSQL database: unix socket, TCP with passwords
 //! that need escaping, TLS (require, verify-full), database.yaml forms.
 
-
 use crate::common::*;
 
 fn pg_scene() -> (Homeserver, Vec<Media>) {
@@ -130,9 +129,8 @@ fn sslmode_verify_full_with_a_different_ca_is_refused() {
 fn cache_rows_or_empty(hs: &Homeserver) -> Vec<CacheRow> {
     if hs.cache_db().exists() {
         let c = rusqlite::Connection::open(hs.cache_db()).unwrap();
-        let has_table: i64 = c
-            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'media'", [], |r| r.get(0))
-            .unwrap();
+        let has_table: i64 =
+            c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'media'", [], |r| r.get(0)).unwrap();
         if has_table == 1 {
             return cache_rows(&hs.cache_db());
         }

@@ -4,7 +4,6 @@
 //! the database commit leaves behind (orphans that `check --fix` removes,
 //! never rows without bytes).
 
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -205,7 +204,11 @@ fn purge_keeps_and_removes_exactly_what_the_rules_say(mut hs: Homeserver) {
     }
 }
 
-on_sqlite_and_postgres!(purge_rules_on_sqlite, purge_rules_on_postgres, purge_keeps_and_removes_exactly_what_the_rules_say);
+on_sqlite_and_postgres!(
+    purge_rules_on_sqlite,
+    purge_rules_on_postgres,
+    purge_keeps_and_removes_exactly_what_the_rules_say
+);
 
 /// A dry run lists every row, file and object it would remove, with the
 /// totals a real run then reports, and changes nothing; a second real run
@@ -218,7 +221,14 @@ fn dry_run_changes_nothing_and_a_second_purge_does_nothing(mut hs: Homeserver) {
     let r_young = remote(&hs).created_days_ago(2);
     let l_avatar = local(&hs);
     let l_fresh = local(&hs).accessed_days_ago(2).with_thumbs();
-    hs.add_all(vec![r_old.clone(), r_offloaded.clone(), l_old.clone(), r_young.clone(), l_avatar.clone(), l_fresh.clone()]);
+    hs.add_all(vec![
+        r_old.clone(),
+        r_offloaded.clone(),
+        l_old.clone(),
+        r_young.clone(),
+        l_avatar.clone(),
+        l_fresh.clone(),
+    ]);
     hs.add_avatar(AvatarIn::RoomStatsState, &l_avatar.mxc(SERVER_NAME));
     hs.update_db("0s");
     hs.upload(&s3, &["--prefix", PREFIX]).ok();
@@ -260,7 +270,8 @@ fn dry_run_changes_nothing_and_a_second_purge_does_nothing(mut hs: Homeserver) {
         let files: Vec<String> = ms.iter().flat_map(|m| m.rel_paths()).filter(|r| hs.exists(r)).collect();
         (files.len() as i64, files.iter().map(|r| hs.content(r).len() as i64).sum())
     };
-    let expected = [("remote", on_disk(&remote_gone), &remote_gone[..]), ("local", on_disk(&local_gone), &local_gone[..])];
+    let expected =
+        [("remote", on_disk(&remote_gone), &remote_gone[..]), ("local", on_disk(&local_gone), &local_gone[..])];
     let totals = |out: &Out| {
         for (kind, (files, file_bytes), ms) in &expected {
             assert_eq!(out.jn(&format!("{kind}.media")), ms.len() as i64, "{kind}: {}", out.describe());
@@ -277,7 +288,12 @@ fn dry_run_changes_nothing_and_a_second_purge_does_nothing(mut hs: Homeserver) {
     // Without --json the list goes to stdout.
     let text_args: Vec<&str> = dry_args.iter().copied().filter(|a| *a != "--json").collect();
     let text = hs.mo_store(&s3, PREFIX, &text_args).ok();
-    assert_eq!(text.stdout.lines().filter(|l| l.starts_with("would delete")).count(), want.len(), "{}", text.describe());
+    assert_eq!(
+        text.stdout.lines().filter(|l| l.starts_with("would delete")).count(),
+        want.len(),
+        "{}",
+        text.describe()
+    );
     assert!(text.stdout.contains("(dry run) Would have purged 2 remote media"), "{}", text.describe());
     assert_eq!(state(&hs, &s3), before);
 
@@ -302,7 +318,11 @@ fn dry_run_changes_nothing_and_a_second_purge_does_nothing(mut hs: Homeserver) {
     assert_eq!(state(&hs, &s3), after);
 }
 
-on_sqlite_and_postgres!(dry_run_and_idempotence_on_sqlite, dry_run_and_idempotence_on_postgres, dry_run_changes_nothing_and_a_second_purge_does_nothing);
+on_sqlite_and_postgres!(
+    dry_run_and_idempotence_on_sqlite,
+    dry_run_and_idempotence_on_postgres,
+    dry_run_changes_nothing_and_a_second_purge_does_nothing
+);
 
 #[test]
 fn without_flags_media_retention_applies_and_a_config_purge_section_replaces_it() {
@@ -445,7 +465,8 @@ fn a_media_accessed_after_selection_is_kept() {
         &[&now_ms(), &ORIGIN, &accessed.media_id],
     )
     .unwrap();
-    let mut args: Vec<String> = ["--json", "--no-progress", "purge", "--remote-older-than", "30d"].map(String::from).to_vec();
+    let mut args: Vec<String> =
+        ["--json", "--no-progress", "purge", "--remote-older-than", "30d"].map(String::from).to_vec();
     args.extend(s3.store_flags(PREFIX));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = spawn(&argv, hs.cwd(), &[]);
@@ -562,4 +583,8 @@ fn kill_after_commit_leaves_orphans_that_check_fix_removes(mut hs: Homeserver) {
     }
 }
 
-on_sqlite_and_postgres!(kill_after_commit_on_sqlite, kill_after_commit_on_postgres, kill_after_commit_leaves_orphans_that_check_fix_removes);
+on_sqlite_and_postgres!(
+    kill_after_commit_on_sqlite,
+    kill_after_commit_on_postgres,
+    kill_after_commit_leaves_orphans_that_check_fix_removes
+);

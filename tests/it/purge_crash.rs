@@ -6,7 +6,6 @@
 //! The seed is printed; `MO_FAULT_SEED=N` replays it. Timing only decides
 //! when to kill; every assertion is about the state left behind.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::*;
@@ -101,7 +100,9 @@ impl Scene {
         }
         // Three parts, each a third of both.
         let part = |k: usize| -> Vec<Media> {
-            let pick = |v: &[Media]| v.iter().enumerate().filter(|(i, _)| i % 3 == k).map(|(_, m)| m.clone()).collect::<Vec<_>>();
+            let pick = |v: &[Media]| {
+                v.iter().enumerate().filter(|(i, _)| i % 3 == k).map(|(_, m)| m.clone()).collect::<Vec<_>>()
+            };
             [pick(&doomed), pick(&kept)].concat()
         };
         let mut scene = Scene { hs, s3: S3::new(), round, doomed: vec![], kept: vec![], places: BTreeMap::new() };
@@ -208,7 +209,8 @@ impl Scene {
 
         let (hs, s3) = (&self.hs, &self.s3);
         let check = |extra: &[&str]| {
-            let a: Vec<&str> = ["--json", "--no-progress", "check", "--grace-period", "0s"].iter().chain(extra).copied().collect();
+            let a: Vec<&str> =
+                ["--json", "--no-progress", "check", "--grace-period", "0s"].iter().chain(extra).copied().collect();
             hs.mo_store(s3, PREFIX, &a)
         };
         let fixed = check(&["--fix"]).ok();
@@ -216,7 +218,10 @@ impl Scene {
         // rows of purged media (only upload reads them; it marks media
         // without files deleted): counted to show which stages were hit.
         let media = media_rows(hs);
-        let stale = cache_rows(&hs.cache_db()).iter().filter(|r| !media.contains_key(&format!("{}/{}", r.origin, r.media_id))).count();
+        let stale = cache_rows(&hs.cache_db())
+            .iter()
+            .filter(|r| !media.contains_key(&format!("{}/{}", r.origin, r.media_id)))
+            .count();
         eprintln!(
             "round {}: check --fix removed {} unknown files, {} orphan thumbnails, {} unknown objects; \
              {stale} cache.db rows of purged media left",
@@ -228,13 +233,17 @@ impl Scene {
         assert_eq!(fixed.jn("lost_media.count"), 0, "{}", fixed.describe());
         assert_eq!(fixed.jn("orphan_thumbnail_rows.count"), 0, "{}", fixed.describe());
         let clean = check(&[]).ok();
-        for kind in ["orphan_thumbnail_rows", "orphan_thumbnail_files", "unknown_files", "lost_media", "unknown_objects"] {
+        for kind in
+            ["orphan_thumbnail_rows", "orphan_thumbnail_files", "unknown_files", "lost_media", "unknown_objects"]
+        {
             assert_eq!(clean.jn(&format!("{kind}.count")), 0, "{kind}: {}", clean.describe());
         }
-        let kept: BTreeMap<&String, &Places> = self.kept.iter().flat_map(Media::rel_paths).map(|r| self.places.get_key_value(&r).unwrap()).collect();
+        let kept: BTreeMap<&String, &Places> =
+            self.kept.iter().flat_map(Media::rel_paths).map(|r| self.places.get_key_value(&r).unwrap()).collect();
         let want_files: BTreeSet<&String> = kept.iter().filter(|(_, p)| p.0).map(|(r, _)| *r).collect();
         assert_eq!(hs.local_files().keys().collect::<BTreeSet<_>>(), want_files, "files left on disk");
-        let want_objects: BTreeSet<String> = kept.iter().filter(|(_, p)| p.1).map(|(r, _)| format!("{PREFIX}{r}")).collect();
+        let want_objects: BTreeSet<String> =
+            kept.iter().filter(|(_, p)| p.1).map(|(r, _)| format!("{PREFIX}{r}")).collect();
         assert_eq!(s3.keys().into_iter().collect::<BTreeSet<_>>(), want_objects, "objects left in the store");
 
         let again = hs.mo(&args).ok();

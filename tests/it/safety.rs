@@ -2,7 +2,6 @@
 //! identical object exists; --dry-run changes nothing; failures delete
 //! nothing; the lock keeps runs apart.
 
-
 use std::fs::File;
 use std::time::{Duration, SystemTime};
 
@@ -251,11 +250,8 @@ fn a_held_lock_makes_every_writer_exit_75_naming_the_lock_file() {
     let guard = hold_lock(&lock_path);
     let s3 = S3::new();
     let media = hs.media_arg();
-    for args in [
-        vec!["update-db", "30d"],
-        vec!["check-deleted", media.as_str()],
-        vec!["update", media.as_str(), "30d"],
-    ] {
+    for args in [vec!["update-db", "30d"], vec!["check-deleted", media.as_str()], vec!["update", media.as_str(), "30d"]]
+    {
         let out = hs.mo(&args);
         out.no_panic();
         assert_eq!(out.code(), 75, "{}", out.describe());
@@ -314,7 +310,8 @@ fn two_simultaneous_runs_never_both_work_and_nothing_is_lost() {
     let hs = local_media_store(80);
     let s3 = S3::new();
     let media = hs.media_arg();
-    let args = ["--json", "upload", media.as_str(), s3.bucket.as_str(), "--endpoint-url", s3.endpoint.as_str(), "--delete"];
+    let args =
+        ["--json", "upload", media.as_str(), s3.bucket.as_str(), "--endpoint-url", s3.endpoint.as_str(), "--delete"];
     let a = spawn(&args, hs.cwd(), &[]);
     let b = spawn(&args, hs.cwd(), &[]);
     let (a, b) = (wait_output(a, "run a".into()), wait_output(b, "run b".into()));

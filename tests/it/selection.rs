@@ -1,7 +1,6 @@
 //! update-db, check-deleted, update and write against a SQLite homeserver:
 //! which media are selected, how cache.db is kept, what `write` prints.
 
-
 use crate::common::*;
 
 fn sorted(mut v: Vec<CacheRow>) -> Vec<CacheRow> {
@@ -33,10 +32,7 @@ fn update_db_selects_local_media_by_last_access_else_creation_time() {
 
     assert_eq!(out.j("new_rows"), 3, "{}", out.describe());
     let cutoff = out.j("cutoff_ms");
-    assert!(
-        cutoff >= before - 30 * DAY_MS && cutoff <= after - 30 * DAY_MS,
-        "cutoff_ms {cutoff} is not now - 30 days"
-    );
+    assert!(cutoff >= before - 30 * DAY_MS && cutoff <= after - 30 * DAY_MS, "cutoff_ms {cutoff} is not now - 30 days");
     assert_eq!(
         cache_rows(&hs.cache_db()),
         sorted(vec![
@@ -52,10 +48,8 @@ fn update_db_never_selects_url_preview_cache_media() {
     let mut hs = Homeserver::sqlite();
     let plain = Media::local(&hs.new_id()).created_days_ago(400);
     let url_preview = Media::local(&hs.new_id()).created_days_ago(400).url_cache("https://example.org/page");
-    let url_preview_accessed_long_ago = Media::local(&hs.new_id())
-        .created_days_ago(400)
-        .accessed_days_ago(300)
-        .url_cache("https://example.org/other");
+    let url_preview_accessed_long_ago =
+        Media::local(&hs.new_id()).created_days_ago(400).accessed_days_ago(300).url_cache("https://example.org/other");
     hs.add_all(vec![plain.clone(), url_preview, url_preview_accessed_long_ago]);
     let out = hs.update_db("1d");
     assert_eq!(out.j("new_rows"), 1);
@@ -72,13 +66,7 @@ fn update_db_selects_remote_media_by_age_and_records_filesystem_id() {
     let young = Media::remote("remote.example", "remoteNew", "fsNEWabcdefghijk").created_days_ago(2);
     // the same media_id from two origins are two different media
     let same_id_other_origin = Media::remote("other.example", "remoteOld", "fsOTHERabcdefgh").created_days_ago(60);
-    hs.add_all(vec![
-        old.clone(),
-        old_with_port.clone(),
-        accessed_recently,
-        young,
-        same_id_other_origin.clone(),
-    ]);
+    hs.add_all(vec![old.clone(), old_with_port.clone(), accessed_recently, young, same_id_other_origin.clone()]);
     let out = hs.update_db("30d");
     assert_eq!(out.j("new_rows"), 3);
     let rows = cache_rows(&hs.cache_db());
@@ -136,12 +124,13 @@ fn update_db_is_incremental_and_keeps_existing_rows_and_flags() {
     // a newly old media is added; b stays marked; a stays
     let c = hs.add(Media::local(&hs.new_id()).created_days_ago(40));
     // and a is accessed again: update-db does not remove rows
-    hs.sql(&format!("UPDATE local_media_repository SET last_access_ts = {} WHERE media_id = '{}'", now_ms(), a.media_id));
+    hs.sql(&format!(
+        "UPDATE local_media_repository SET last_access_ts = {} WHERE media_id = '{}'",
+        now_ms(),
+        a.media_id
+    ));
     assert_eq!(hs.update_db("30d").j("new_rows"), 1);
-    assert_eq!(
-        cache_rows(&hs.cache_db()),
-        sorted(vec![a.cache_row(), b.cache_row().deleted(true), c.cache_row()])
-    );
+    assert_eq!(cache_rows(&hs.cache_db()), sorted(vec![a.cache_row(), b.cache_row().deleted(true), c.cache_row()]));
 }
 
 #[test]
@@ -228,10 +217,7 @@ fn update_is_update_db_followed_by_check_deleted() {
     assert_eq!(out.j("marked_deleted"), 1);
     assert_eq!(out.j("reopened"), 0);
     assert!(out.j("checked") >= 2);
-    assert_eq!(
-        cache_rows(&hs.cache_db()),
-        sorted(vec![present.cache_row(), gone.cache_row().deleted(true)])
-    );
+    assert_eq!(cache_rows(&hs.cache_db()), sorted(vec![present.cache_row(), gone.cache_row().deleted(true)]));
     hs.assert_local_intact(&young);
 }
 
@@ -258,7 +244,12 @@ fn write_lists_original_and_thumbnail_dir_of_each_not_deleted_row() {
     hs.mo(&["check-deleted", &hs.media_arg()]).ok();
 
     let want = expected_write_lines(&[&a, &b]);
-    assert!(want.contains(&format!("local_thumbnails/{}/{}/{}/", &a.media_id[..2], &a.media_id[2..4], &a.media_id[4..])));
+    assert!(want.contains(&format!(
+        "local_thumbnails/{}/{}/{}/",
+        &a.media_id[..2],
+        &a.media_id[2..4],
+        &a.media_id[4..]
+    )));
 
     let to_stdout_default = hs.mo(&["write"]).ok();
     assert_eq!(sorted_lines(&to_stdout_default.stdout), want);
@@ -344,10 +335,7 @@ fn database_yaml_in_cwd_takes_precedence_over_homeserver_yaml() {
     let mut hs = Homeserver::sqlite();
     let m = hs.add(Media::local(&hs.new_id()));
     // homeserver.yaml now points nowhere useful
-    hs.write_file(
-        "homeserver.yaml",
-        &homeserver_yaml_sqlite(&hs.cwd().join("missing-dir/none.db"), &hs.media),
-    );
+    hs.write_file("homeserver.yaml", &homeserver_yaml_sqlite(&hs.cwd().join("missing-dir/none.db"), &hs.media));
     hs.write_file("database.yaml", &database_yaml_sqlite(hs.sqlite_path()));
     hs.mo(&["update-db", "30d"]).ok();
     assert_eq!(cache_rows(&hs.cache_db()), vec![m.cache_row()]);

@@ -1,6 +1,5 @@
 //! upload: what goes where, with which metadata, and what is deleted after.
 
-
 use crate::common::*;
 
 /// A store with old local media (with and without thumbnails), old remote
@@ -213,10 +212,7 @@ fn rows_already_known_deleted_are_not_looked_at() {
     let m = hs.add(Media::local(&hs.new_id()));
     hs.update_db("30d");
     // a stale row says deleted although the file is there: upload trusts the cache
-    rusqlite::Connection::open(hs.cache_db())
-        .unwrap()
-        .execute("UPDATE media SET known_deleted = 1", [])
-        .unwrap();
+    rusqlite::Connection::open(hs.cache_db()).unwrap().execute("UPDATE media SET known_deleted = 1", []).unwrap();
     let s3 = S3::new();
     let out = hs.upload(&s3, &["--delete"]).ok();
     assert_eq!(out.j("media_total"), 0);
@@ -332,7 +328,15 @@ fn sse_c_key_can_come_from_a_file_or_the_environment() {
         let proxy = SsecProxy::start(&test_env().s3_endpoint);
         let via = S3::existing(&proxy.endpoint, &s3.bucket);
         let media = hs.media_arg();
-        let mut args = vec!["--json", "upload", media.as_str(), via.bucket.as_str(), "--endpoint-url", via.endpoint.as_str(), "--delete"];
+        let mut args = vec![
+            "--json",
+            "upload",
+            media.as_str(),
+            via.bucket.as_str(),
+            "--endpoint-url",
+            via.endpoint.as_str(),
+            "--delete",
+        ];
         let key_file = hs.write_file("sse.key", &format!("{SSE_KEY}\n"));
         let key_file = key_file.to_string_lossy().into_owned();
         let out = match how {

@@ -116,10 +116,7 @@ pub fn cache_dump(path: &Path) -> Vec<String> {
 
 /// known_deleted of one row, if the row exists.
 pub fn cache_known_deleted(path: &Path, origin: &str, media_id: &str) -> Option<bool> {
-    cache_rows(path)
-        .into_iter()
-        .find(|r| r.origin == origin && r.media_id == media_id)
-        .map(|r| r.known_deleted)
+    cache_rows(path).into_iter().find(|r| r.origin == origin && r.media_id == media_id).map(|r| r.known_deleted)
 }
 
 /// Inserts rows (creating the file with the Python tool's schema if needed),
@@ -206,8 +203,5 @@ pub fn cache_schema(path: &Path) -> Vec<String> {
 pub fn cache_master_sql(path: &Path) -> Vec<(String, String, Option<String>)> {
     let c = open_ro(path);
     let mut st = c.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
 }

@@ -116,7 +116,12 @@ impl FaultPlan {
 
     /// Every request fails, one way or another.
     pub fn every_request_fails(seed: u64) -> FaultPlan {
-        FaultPlan { rate: 1.0, kinds: Fault::FAILING.to_vec(), stall: Duration::from_millis(300), ..FaultPlan::random(1.0, seed) }
+        FaultPlan {
+            rate: 1.0,
+            kinds: Fault::FAILING.to_vec(),
+            stall: Duration::from_millis(300),
+            ..FaultPlan::random(1.0, seed)
+        }
     }
 
     /// No faults (a plain proxy, e.g. for the gate).

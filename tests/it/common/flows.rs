@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::cache::cache_rows;
-use super::run::{run, run_python, spawn, Out};
+use super::run::{Out, run, run_python, spawn};
 use super::s3::S3;
-use super::store::{files_under, Homeserver, Media};
+use super::store::{Homeserver, Media, files_under};
+use super::yaml::{Params, pstr};
 use super::{now_ms, test_env};
-use super::yaml::{pstr, Params};
 
 /// Where uploads go: an S3 bucket or a local directory store.
 pub enum Dest<'a> {
@@ -201,11 +201,7 @@ pub fn rerun_completes_then_nothing_changes(hs: &Homeserver, args: &[&str], dest
 
 /// Keys `media` would be stored under.
 pub fn keys_of(media: &[&Media], prefix: &str) -> Vec<String> {
-    let mut v: Vec<String> = media
-        .iter()
-        .flat_map(|m| m.rel_paths())
-        .map(|r| format!("{prefix}{r}"))
-        .collect();
+    let mut v: Vec<String> = media.iter().flat_map(|m| m.rel_paths()).map(|r| format!("{prefix}{r}")).collect();
     v.sort();
     v
 }

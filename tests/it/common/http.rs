@@ -175,11 +175,7 @@ impl Response {
 /// `127.0.0.1:PORT` of an `http://127.0.0.1:PORT` endpoint; the proxies
 /// forward to nothing else.
 pub fn loopback_upstream(endpoint: &str) -> String {
-    let addr = endpoint
-        .strip_prefix("http://")
-        .expect("upstream must be http://")
-        .trim_end_matches('/')
-        .to_string();
+    let addr = endpoint.strip_prefix("http://").expect("upstream must be http://").trim_end_matches('/').to_string();
     assert!(addr.starts_with("127.0.0.1:"), "the proxies only forward to 127.0.0.1");
     addr
 }

@@ -5,7 +5,7 @@ use postgres::{Client, NoTls};
 use super::env::test_env;
 use super::synapse_schema::SYNAPSE_MEDIA_SCHEMA_POSTGRES;
 use super::unique_suffix;
-use super::yaml::{pint, pstr, Params};
+use super::yaml::{Params, pint, pstr};
 
 /// A uniquely named database, dropped when this value is dropped.
 pub struct PgDb {
@@ -36,7 +36,9 @@ impl PgDb {
     pub fn create() -> PgDb {
         let name = format!("mo_test_{}", unique_suffix());
         superuser_client("postgres")
-            .batch_execute(&format!("CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"))
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+            ))
             .expect("CREATE DATABASE");
         let db = PgDb { name, roles: Default::default() };
         db.batch(SYNAPSE_MEDIA_SCHEMA_POSTGRES);
@@ -49,9 +51,7 @@ impl PgDb {
     }
 
     pub fn batch(&self, sql: &str) {
-        self.client()
-            .batch_execute(sql)
-            .unwrap_or_else(|e| panic!("SQL failed on {}: {e}\n{sql}", self.name));
+        self.client().batch_execute(sql).unwrap_or_else(|e| panic!("SQL failed on {}: {e}\n{sql}", self.name));
     }
 
     /// psycopg2 arguments for the superuser over the unix socket (trust auth).

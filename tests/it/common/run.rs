@@ -81,12 +81,9 @@ impl Out {
         let v = self.json();
         let mut at = &v;
         for part in path.split('.') {
-            at = at
-                .get(part)
-                .unwrap_or_else(|| panic!("JSON summary has no {path:?}: {v}\n{}", self.describe()));
+            at = at.get(part).unwrap_or_else(|| panic!("JSON summary has no {path:?}: {v}\n{}", self.describe()));
         }
-        at.as_i64()
-            .unwrap_or_else(|| panic!("JSON summary's {path:?} is not an integer: {v}\n{}", self.describe()))
+        at.as_i64().unwrap_or_else(|| panic!("JSON summary's {path:?} is not an integer: {v}\n{}", self.describe()))
     }
 
     /// Asserts the run did not panic and printed no backtrace.
@@ -110,11 +107,7 @@ impl Out {
     pub fn clean_error(&self, code: i32, needles: &[&str]) -> String {
         assert_eq!(self.code, Some(code), "expected exit {code} from {}", self.describe());
         self.no_panic();
-        let errors: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("error: "))
-            .collect();
+        let errors: Vec<&str> = self.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
         assert_eq!(
             errors.len(),
             1,
@@ -217,25 +210,19 @@ pub fn wait_output(mut child: Child, what: String) -> Out {
 
 /// Runs media-offload with `args` in `cwd` with extra `envs`.
 pub fn run(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> Out {
-    let child = command(Path::new(bin()), args, cwd, envs)
-        .spawn()
-        .expect("spawning media-offload");
+    let child = command(Path::new(bin()), args, cwd, envs).spawn().expect("spawning media-offload");
     wait_output(child, format!("media-offload {}", args.join(" ")))
 }
 
 /// Starts media-offload without waiting for it.
 pub fn spawn(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> Child {
-    command(Path::new(bin()), args, cwd, envs)
-        .spawn()
-        .expect("spawning media-offload")
+    command(Path::new(bin()), args, cwd, envs).spawn().expect("spawning media-offload")
 }
 
 /// Runs the Python reference tool `s3_media_upload` 1.7.0 (which always uses
 /// `./cache.db` in `cwd`).
 pub fn run_python(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> Out {
     let tool = &test_env().python_tool;
-    let child = command(tool, args, cwd, envs)
-        .spawn()
-        .expect("spawning s3_media_upload");
+    let child = command(tool, args, cwd, envs).spawn().expect("spawning s3_media_upload");
     wait_output(child, format!("s3_media_upload {}", args.join(" ")))
 }

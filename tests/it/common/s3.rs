@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::Client;
 use base64::Engine as _;
 
 use super::env::test_env;
@@ -58,10 +58,7 @@ impl S3 {
 
     /// A helper for an existing bucket reached through `endpoint`.
     pub fn existing(endpoint: &str, bucket: &str) -> S3 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         S3 { rt, client: client_for(endpoint), bucket: bucket.to_string(), endpoint: endpoint.to_string() }
     }
 
@@ -149,18 +146,11 @@ impl S3 {
 
     pub fn put(&self, key: &str, body: &[u8], metadata: &[(&str, &str)]) {
         self.rt.block_on(async {
-            let mut req = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .body(ByteStream::from(body.to_vec()));
+            let mut req = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body.to_vec()));
             for (k, v) in metadata {
                 req = req.metadata(*k, *v);
             }
-            req.send()
-                .await
-                .unwrap_or_else(|e| panic!("PUT {key}: {}", DisplayErrorContext(&e)));
+            req.send().await.unwrap_or_else(|e| panic!("PUT {key}: {}", DisplayErrorContext(&e)));
         })
     }
 

@@ -96,12 +96,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
         out.push(b[i]);
         i += 1;
     }
@@ -123,11 +125,8 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (target.clone(), String::new()),
     };
-    let qkeys: Vec<String> = query
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| kv.split('=').next().unwrap_or("").to_string())
-        .collect();
+    let qkeys: Vec<String> =
+        query.split('&').filter(|s| !s.is_empty()).map(|kv| kv.split('=').next().unwrap_or("").to_string()).collect();
     let has_q = |k: &str| qkeys.iter().any(|x| x == k);
     let decoded = percent_decode(&path);
     let trimmed = decoded.trim_start_matches('/');
@@ -205,16 +204,14 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
     if let (Some(obj), true) = (&object, ok) {
         let mut st = state.lock().unwrap();
         match method.as_str() {
-            "PUT" if !(has_q("partNumber") && has_q("uploadId") || has_q("tagging") || has_q("acl")) => {
-                match &ssec {
-                    Some(m) => {
-                        st.sse.insert(obj.clone(), m.clone());
-                    }
-                    None => {
-                        st.sse.remove(obj);
-                    }
+            "PUT" if !(has_q("partNumber") && has_q("uploadId") || has_q("tagging") || has_q("acl")) => match &ssec {
+                Some(m) => {
+                    st.sse.insert(obj.clone(), m.clone());
                 }
-            }
+                None => {
+                    st.sse.remove(obj);
+                }
+            },
             "POST" if has_q("uploads") => {
                 st.pending.insert(obj.clone(), ssec.clone());
             }

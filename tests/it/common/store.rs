@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use super::cache::CacheRow;
 use super::pg::PgDb;
 use super::synapse_schema::SYNAPSE_MEDIA_SCHEMA_SQLITE;
-use super::yaml::{homeserver_yaml_psycopg2, homeserver_yaml_sqlite, SERVER_NAME};
-use super::{content_for, now_ms, unique_suffix, DAY_MS};
+use super::yaml::{SERVER_NAME, homeserver_yaml_psycopg2, homeserver_yaml_sqlite};
+use super::{DAY_MS, content_for, now_ms, unique_suffix};
 
 /// One media item: a row in local_media_repository or remote_media_cache, its
 /// thumbnail rows, and the files to write.
@@ -60,11 +60,7 @@ impl Media {
 
     /// Remote media (from `origin`), created 400 days ago, 1000 bytes.
     pub fn remote(origin: &str, media_id: &str, filesystem_id: &str) -> Media {
-        Media {
-            origin: Some(origin.into()),
-            filesystem_id: filesystem_id.into(),
-            ..Media::local(media_id)
-        }
+        Media { origin: Some(origin.into()), filesystem_id: filesystem_id.into(), ..Media::local(media_id) }
     }
 
     pub fn created_days_ago(mut self, d: i64) -> Media {
@@ -276,7 +272,14 @@ impl Homeserver {
         for b in seed.bytes() {
             id_state = (id_state ^ b as u64).wrapping_mul(0x100000001b3);
         }
-        let hs = Homeserver { dir, media, db, files: BTreeMap::new(), items: vec![], id_state: std::cell::Cell::new(id_state | 1) };
+        let hs = Homeserver {
+            dir,
+            media,
+            db,
+            files: BTreeMap::new(),
+            items: vec![],
+            id_state: std::cell::Cell::new(id_state | 1),
+        };
         hs.write_default_homeserver_yaml();
         hs
     }

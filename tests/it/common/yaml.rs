@@ -38,10 +38,7 @@ fn scalar(v: &YVal) -> String {
 }
 
 fn mapping(params: &Params, indent: &str) -> String {
-    params
-        .iter()
-        .map(|(k, v)| format!("{indent}{k}: {}\n", scalar(v)))
-        .collect()
+    params.iter().map(|(k, v)| format!("{indent}{k}: {}\n", scalar(v))).collect()
 }
 
 fn path_str(p: &Path) -> String {
