@@ -2,7 +2,11 @@
 # Installs and starts the services the integration tests need:
 #   * a throwaway PostgreSQL cluster (unix socket + TCP on 127.0.0.1 with TLS),
 #   * moto_server (a local S3 imitation) on 127.0.0.1,
-#   * a Python venv (.test-venv/) holding the reference tool s3_media_upload.
+#   * s3s-fs (an S3 server that checks Content-MD5, as AWS does and moto
+#     does not) on 127.0.0.1, installed with cargo once per machine,
+#   * a Python venv (.test-venv/) holding the reference tool s3_media_upload,
+#   * an unprivileged user (mo-test-owner) that owns the media stores of the
+#     tests about runs as root.
 # Writes target/test-services/env, to be sourced before `cargo test`.
 #
 # Usage: scripts/test-services.sh [start|stop|env-path]
@@ -18,6 +22,8 @@ VENV="$REPO_ROOT/.test-venv"
 REQUIREMENTS="$REPO_ROOT/scripts/test-requirements.txt"
 PG_SUPERUSER=postgres
 PG_SUPERPASS='mo-test-superpass'
+S3S_FS_VERSION=0.14.1
+TEST_OWNER=mo-test-owner
 
 log() { echo "test-services: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -85,9 +91,26 @@ install_venv() {
     echo "$want" >"$stamp"
 }
 
+# The S3 server s3s-fs: installed once per machine into cargo's own bin folder.
+install_s3s_fs() {
+    S3S_FS="$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")"
+    if [ ! -x "$S3S_FS" ] || [ "$("$S3S_FS" --version 2>/dev/null)" != "s3s-fs $S3S_FS_VERSION" ]; then
+        log "installing s3s-fs $S3S_FS_VERSION (compiles for a few minutes, once)"
+        cargo install --quiet --locked --features binary "s3s-fs@$S3S_FS_VERSION"
+        S3S_FS="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+    fi
+}
+
+install_test_owner() {
+    if ! id "$TEST_OWNER" >/dev/null 2>&1; then
+        [ "$(id -u)" = 0 ] || die "need root to create the user $TEST_OWNER"
+        useradd --system --no-create-home --shell /usr/sbin/nologin "$TEST_OWNER"
+    fi
+}
+
 # ------------------------------------------------------------------ state ---
 load_state() {
-    PG_TMP="" PG_PORT="" MOTO_PORT="" MOTO_PID="" PG_BIN=""
+    PG_TMP="" PG_PORT="" MOTO_PORT="" MOTO_PID="" PG_BIN="" S3S_PORT="" S3S_PID="" S3S_ROOT=""
     # shellcheck disable=SC1090
     [ -f "$STATE_FILE" ] && . "$STATE_FILE"
     return 0
@@ -100,6 +123,10 @@ pg_alive() {
 
 moto_alive() {
     [ -n "${MOTO_PID:-}" ] && kill -0 "$MOTO_PID" 2>/dev/null && moto_answers "$MOTO_PORT"
+}
+
+s3s_alive() {
+    [ -n "${S3S_PID:-}" ] && kill -0 "$S3S_PID" 2>/dev/null
 }
 
 moto_answers() {
@@ -127,6 +154,13 @@ stop_services() {
         for _ in $(seq 1 50); do kill -0 "$MOTO_PID" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$MOTO_PID" 2>/dev/null || true
     fi
+    if [ -n "${S3S_PID:-}" ] && kill -0 "$S3S_PID" 2>/dev/null; then
+        log "stopping s3s-fs (pid $S3S_PID)"
+        kill "$S3S_PID" 2>/dev/null || true
+    fi
+    case "${S3S_ROOT:-}" in
+        /tmp/mo-test-s3s.*) rm -rf "$S3S_ROOT" ;;
+    esac
     rm -f "$STATE_FILE" "$ENV_FILE"
 }
 
@@ -193,6 +227,22 @@ start_moto() {
     die "moto_server did not come up"
 }
 
+start_s3s() {
+    S3S_PORT="$(free_port)"
+    S3S_ROOT="$(mktemp -d /tmp/mo-test-s3s.XXXXXX)"
+    log "starting s3s-fs on 127.0.0.1:$S3S_PORT"
+    setsid "$S3S_FS" --host 127.0.0.1 --port "$S3S_PORT" --access-key testing --secret-key testing "$S3S_ROOT" \
+        </dev/null >"$STATE_DIR/s3s.log" 2>&1 &
+    S3S_PID=$!
+    for _ in $(seq 1 100); do
+        (echo >"/dev/tcp/127.0.0.1/$S3S_PORT") 2>/dev/null && return 0
+        kill -0 "$S3S_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$STATE_DIR/s3s.log" >&2 || true
+    die "s3s-fs did not come up"
+}
+
 write_state_and_env() {
     {
         printf 'PG_BIN=%q\n' "$PG_BIN"
@@ -200,6 +250,9 @@ write_state_and_env() {
         printf 'PG_PORT=%q\n' "$PG_PORT"
         printf 'MOTO_PORT=%q\n' "$MOTO_PORT"
         printf 'MOTO_PID=%q\n' "$MOTO_PID"
+        printf 'S3S_PORT=%q\n' "$S3S_PORT"
+        printf 'S3S_PID=%q\n' "$S3S_PID"
+        printf 'S3S_ROOT=%q\n' "$S3S_ROOT"
     } >"$STATE_FILE"
     {
         echo "# written by scripts/test-services.sh; source it before cargo test"
@@ -210,6 +263,8 @@ write_state_and_env() {
         printf 'export MO_TEST_PG_CA=%q\n' "$PG_TMP/server.crt"
         printf 'export MO_TEST_S3_ENDPOINT=%q\n' "http://127.0.0.1:$MOTO_PORT"
         printf 'export MO_TEST_PYTHON_TOOL=%q\n' "$VENV/bin/s3_media_upload"
+        printf 'export MO_TEST_S3S_ENDPOINT=%q\n' "http://127.0.0.1:$S3S_PORT"
+        printf 'export MO_TEST_OWNER=%q\n' "$TEST_OWNER"
         echo 'export AWS_ACCESS_KEY_ID=testing'
         echo 'export AWS_SECRET_ACCESS_KEY=testing'
         echo 'export AWS_DEFAULT_REGION=us-east-1'
@@ -219,14 +274,17 @@ write_state_and_env() {
 start_services() {
     install_system_packages
     install_venv
+    install_s3s_fs
+    install_test_owner
     mkdir -p "$STATE_DIR"
     load_state
-    if pg_alive && moto_alive; then
-        log "reusing running services (PostgreSQL :$PG_PORT, moto :$MOTO_PORT)"
+    if pg_alive && moto_alive && s3s_alive; then
+        log "reusing running services (PostgreSQL :$PG_PORT, moto :$MOTO_PORT, s3s-fs :$S3S_PORT)"
     else
         stop_services
         start_postgres
         start_moto
+        start_s3s
     fi
     write_state_and_env
     log "ready; environment in ${ENV_FILE#"$REPO_ROOT"/}"

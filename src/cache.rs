@@ -1,18 +1,18 @@
 //! cache.db: the state shared with `s3_media_upload`, and the lock that
 //! keeps two runs from working on it at once.
 //!
+//! (The lock that keeps two runs apart is in `crate::lock`.)
+//!
 //! The schema is byte-for-byte the Python tool's, so both tools can take
 //! turns on one file. Reads are paged by rowid (short read transactions,
 //! flat memory); writes are batched in transactions.
 
-use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, params};
 
-use crate::error::Failure;
 use crate::homeserver_db::Candidate;
 use crate::media_store::{MediaKind, MediaPaths};
 
@@ -32,15 +32,6 @@ pub const SCHEMA: &str = "
     CREATE UNIQUE INDEX IF NOT EXISTS media_id_idx ON media(origin, media_id);
     CREATE INDEX IF NOT EXISTS deleted_idx ON media(known_deleted);
 ";
-
-/// How to behave when another run holds the lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    /// Exit at once with [`Failure::Locked`].
-    Fail,
-    /// Block until the other run finishes.
-    Wait,
-}
 
 /// One row of the `media` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,45 +61,6 @@ pub enum Rows {
     All,
 }
 
-/// An exclusive OS lock on `<cache.db>.lock`, released when dropped (or
-/// when the process dies, however it dies).
-#[derive(Debug)]
-pub struct RunLock {
-    _file: File,
-}
-
-impl RunLock {
-    pub fn acquire(cache_path: &Path, mode: LockMode) -> Result<Self> {
-        let path = lock_path(cache_path);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("could not open lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => match mode {
-                LockMode::Fail => return Err(Failure::Locked(path).into()),
-                LockMode::Wait => {
-                    log::info!("another run holds {}; waiting for it to finish", path.display());
-                    file.lock().with_context(|| format!("could not lock {}", path.display()))?;
-                }
-            },
-            Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("could not lock {}", path.display()));
-            }
-        }
-        Ok(Self { _file: file })
-    }
-}
-
-pub fn lock_path(cache_path: &Path) -> PathBuf {
-    let mut name = cache_path.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
-}
-
 /// An open cache.db.
 pub struct Cache {
     conn: Connection,
@@ -118,11 +70,18 @@ pub struct Cache {
 impl Cache {
     /// Open (creating if needed) the cache with the Python tool's schema.
     pub fn open(path: &Path) -> Result<Self> {
+        let existed = path.exists();
+        if existed {
+            writable_or_say_why(path)?;
+        }
         let conn = Connection::open(path)
             .with_context(|| format!("could not open {} as a SQLite database", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("could not open {} as a SQLite database", path.display()))?;
+        if !existed {
+            crate::lock::hand_over(path);
+        }
         Ok(Self { conn, path: path.to_owned() })
     }
 
@@ -267,6 +226,27 @@ impl Cache {
     }
 }
 
+/// A cache.db this user cannot write (left by a run as root, say) is an
+/// error that says what to chown, not SQLite's "readonly database" later.
+fn writable_or_say_why(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    for target in [path, dir] {
+        if rustix::fs::access(target, rustix::fs::Access::WRITE_OK).is_err() {
+            let owner = std::fs::metadata(target).map(|m| m.uid()).unwrap_or(0);
+            let me = crate::lock::user_name(rustix::process::geteuid().as_raw());
+            anyhow::bail!(
+                "{} belongs to {} and this user ({me}) cannot write it (left by a run as another user?): \
+                 `chown {me} {}` (as root) lets this user's runs use it",
+                target.display(),
+                crate::lock::user_name(owner),
+                target.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,15 +278,5 @@ mod tests {
             .query_row("SELECT known_deleted FROM media WHERE media_id = 'media0000'", [], |r| r.get(0))
             .unwrap();
         assert!(deleted);
-    }
-
-    #[test]
-    fn second_lock_fails_with_the_lock_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = dir.path().join("cache.db");
-        let _held = RunLock::acquire(&cache, LockMode::Fail).unwrap();
-        let err = RunLock::acquire(&cache, LockMode::Fail).unwrap_err();
-        assert!(matches!(err.downcast_ref::<Failure>(), Some(Failure::Locked(_))));
-        assert!(err.to_string().contains("cache.db.lock"));
     }
 }

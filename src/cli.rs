@@ -8,22 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::duration::parse_duration;
+use crate::duration::{parse_duration, parse_short_duration};
 
-/// Storage classes the S3 API defines.
-pub const STORAGE_CLASSES: &[&str] = &[
-    "STANDARD",
-    "REDUCED_REDUNDANCY",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER",
-    "DEEP_ARCHIVE",
-    "OUTPOSTS",
-    "GLACIER_IR",
-    "SNOW",
-    "EXPRESS_ONEZONE",
-];
+pub use crate::store::STORAGE_CLASSES;
 
 /// Offload a Matrix homeserver's media store to S3-compatible object storage,
 /// deleting local copies only once the remote copy is verified.
@@ -105,9 +92,12 @@ pub struct DbSelection {
     #[arg(value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Duration,
 
-    /// The homeserver config to read the database settings from (unless ./database.yaml exists).
-    #[arg(long, default_value = "homeserver.yaml", value_name = "PATH")]
-    pub homeserver_config_path: PathBuf,
+    /// The homeserver config to read the database settings from (unless
+    /// ./database.yaml exists). Repeat it for several files or folders of
+    /// *.yaml files, as Synapse's --config-path; a file alone brings the
+    /// conf.d/ folder beside it.
+    #[arg(long, default_value = "homeserver.yaml", value_name = "PATH", action = clap::ArgAction::Append)]
+    pub homeserver_config_path: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +170,24 @@ pub struct UploadArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: u16,
 
+    /// Leave files modified less than this long ago (being written, or
+    /// being fetched back by Synapse) for the next run: s, min, h or d.
+    #[arg(long, value_parser = parse_short_duration, default_value = "10min", value_name = "DURATION")]
+    pub settle_time: Duration,
+
+    /// Replace an existing object that differs from the local file with the
+    /// local file. Without it both are kept and reported (exit 3): without
+    /// the homeserver's record nothing tells which copy is right, and
+    /// Synapse writes fetched-back files in place, so a local file can be
+    /// truncated. `migrate` decides from that record instead.
+    #[arg(long)]
+    pub overwrite_mismatched: bool,
+
+    /// Allow --delete with GLACIER or DEEP_ARCHIVE, whose objects Synapse
+    /// cannot read back without a restore.
+    #[arg(long)]
+    pub allow_archive_storage_class: bool,
+
     /// Show what would be uploaded and deleted; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -192,9 +200,11 @@ pub struct UploadArgs {
 /// docs/operations.md.
 #[derive(Debug, Args, Default, Clone)]
 pub struct StoreFlags {
-    /// The homeserver config [default: homeserver.yaml].
-    #[arg(long, value_name = "PATH")]
-    pub homeserver_config_path: Option<PathBuf>,
+    /// The homeserver config [default: homeserver.yaml]. Repeat it for
+    /// several files or folders of *.yaml files, as Synapse's
+    /// --config-path; a file alone brings the conf.d/ folder beside it.
+    #[arg(long, value_name = "PATH", action = clap::ArgAction::Append)]
+    pub homeserver_config_path: Option<Vec<PathBuf>>,
 
     /// The media store directory [default: media_store_path in homeserver.yaml].
     #[arg(long, value_name = "PATH")]
@@ -244,6 +254,16 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Leave files modified less than this long ago for the next run: s,
+    /// min, h or d [default: settle_time from --config, else 10min].
+    #[arg(long, value_parser = parse_short_duration, value_name = "DURATION")]
+    pub settle_time: Option<Duration>,
+
+    /// Allow GLACIER or DEEP_ARCHIVE, whose objects Synapse cannot read
+    /// back without a restore.
+    #[arg(long)]
+    pub allow_archive_storage_class: bool,
+
     #[command(flatten)]
     pub store: StoreFlags,
 }
@@ -269,6 +289,11 @@ pub struct PurgeArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Purge even when the database does not look like the live one (its
+    /// newest media row is much older than files in the media store).
+    #[arg(long)]
+    pub force: bool,
+
     #[command(flatten)]
     pub store: StoreFlags,
 }
@@ -281,8 +306,9 @@ pub struct CheckArgs {
     pub fix: bool,
 
     /// With --fix: remove the orphans even when most of what check sees is
-    /// unknown (e.g. after a purge of most of the store was interrupted).
-    /// Make sure the database, media store and prefix are the right ones.
+    /// unknown (e.g. after a purge of most of the store was interrupted), or
+    /// the database does not look like the live one. Make sure the
+    /// database, media store and prefix are the right ones.
     #[arg(long, requires = "fix")]
     pub force: bool,
 

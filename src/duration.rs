@@ -33,6 +33,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {text:?}: number too large"))
 }
 
+/// A short duration (a settle time): a whole number and `s`, `min`, `h` or
+/// `d`, or `0`. A bare `m` is refused: it means 30 days to
+/// `s3_media_upload` and a minute to everyone else.
+pub fn parse_short_duration(text: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "expected a whole number followed by s, min, h or d, e.g. 10min";
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "m" => return Err(format!("ambiguous duration {text:?}: write {number}min for minutes ({EXPECTED})")),
+        _ => return Err(format!("invalid duration {text:?}: {EXPECTED}")),
+    };
+    let count: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}: {EXPECTED}"))?;
+    count
+        .checked_mul(unit_secs)
+        .filter(|secs| *secs <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("invalid duration {text:?}: number too large"))
+}
+
 /// A duration as Synapse's config parser reads it: a number of
 /// milliseconds, or a number followed by ms, s, m (minutes), h, d, w or y.
 pub fn parse_synapse_duration(value: &serde_yaml_ng::Value) -> Result<Duration, String> {
@@ -69,6 +95,7 @@ pub fn short(d: Duration) -> String {
         0 => "0s".to_owned(),
         s if s % 86_400 == 0 => format!("{}d", s / 86_400),
         s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}min", s / 60),
         _ => humantime::format_duration(d).to_string(),
     }
 }
@@ -100,6 +127,18 @@ mod tests {
         for bad in ["", "d", "5", "5x", "-1d", "+1d", " 1d", "1.5d", "1dd", "ä", "99999999999999999999y"] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("duration"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(parse_short_duration("10min"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_short_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_short_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_short_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_short_duration("10m").unwrap_err().contains("10min"));
+        for bad in ["", "min", "1.5h", "-1s", "10 min", "1y"] {
+            assert!(parse_short_duration(bad).is_err(), "{bad}");
         }
     }
 

@@ -3,8 +3,6 @@
 //! Everything else travels as `anyhow::Error` with context and exits with
 //! [`ExitCode::Fatal`].
 
-use std::path::PathBuf;
-
 /// Process exit codes. Documented in README.md and docs/operations.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -27,11 +25,10 @@ pub enum ExitCode {
 /// Errors with a specific exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    #[error(
-        "another media-offload run holds the lock {} (pass --wait to wait for it)",
-        .0.display()
-    )]
-    Locked(PathBuf),
+    /// `what`: "the lock /path/cache.db.lock" or "the media store /path";
+    /// `holder`: "pid N, started T" where it can be found.
+    #[error("{} (pass --wait to wait for it)", self.held_by())]
+    Locked { what: String, holder: Option<String> },
     #[error("{count} item(s) failed; see the messages above (their local files were kept)")]
     Partial { count: u64 },
     #[error("{count} inconsistencies found; see the report above")]
@@ -41,9 +38,18 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// "another media-offload run (pid N, started T) holds the lock X".
+    pub fn held_by(&self) -> String {
+        match self {
+            Failure::Locked { what, holder: Some(h) } => format!("another media-offload run ({h}) holds {what}"),
+            Failure::Locked { what, holder: None } => format!("another media-offload run holds {what}"),
+            other => other.to_string(),
+        }
+    }
+
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Failure::Locked(_) => ExitCode::Locked,
+            Failure::Locked { .. } => ExitCode::Locked,
             Failure::Partial { .. } => ExitCode::Partial,
             Failure::Found { .. } => ExitCode::Found,
             Failure::NotFixed { .. } => ExitCode::Partial,

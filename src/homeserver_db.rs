@@ -22,9 +22,78 @@ pub struct Candidate {
 }
 
 /// A connection to the homeserver database.
-pub enum HomeserverDb {
+pub struct HomeserverDb {
+    conn: Conn,
+    /// Whether the media tables have Synapse's `sha256` column (newer
+    /// schemas only), found out on first use.
+    has_sha256: Option<bool>,
+}
+
+enum Conn {
     Postgres(Box<postgres::Client>),
     Sqlite(rusqlite::Connection),
+}
+
+/// What Synapse recorded about a media's files: the length (and, where
+/// the column is filled, the SHA-256) a good copy has. This is what
+/// decides between a local file and an object that disagree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaRecord {
+    pub length: Option<u64>,
+    pub sha256: Option<[u8; 32]>,
+    /// Thumbnail file name (as Synapse names the file) and its recorded length.
+    pub thumbnails: Vec<(String, Option<u64>)>,
+}
+
+/// The length and hash a file of a media must have, by its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub length: u64,
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// Where `upload` looks up a media's record when an object and a local
+/// file disagree (rare: one query per conflict, not per media).
+pub trait Records: Sync {
+    fn record(&self, origin: &str, media_id: &str) -> Result<Option<MediaRecord>>;
+}
+
+/// [`Records`] from the homeserver database, connected on first use.
+pub struct DbRecords<'a> {
+    config: &'a DbConfig,
+    db: std::sync::Mutex<Option<HomeserverDb>>,
+}
+
+impl<'a> DbRecords<'a> {
+    pub fn new(config: &'a DbConfig) -> Self {
+        Self { config, db: std::sync::Mutex::new(None) }
+    }
+}
+
+impl Records for DbRecords<'_> {
+    fn record(&self, origin: &str, media_id: &str) -> Result<Option<MediaRecord>> {
+        let mut db = self.db.lock().map_err(|_| anyhow!("the homeserver database connection was poisoned"))?;
+        if db.is_none() {
+            *db = Some(HomeserverDb::connect(self.config)?);
+        }
+        db.as_mut().expect("connected above").media_record(origin, media_id)
+    }
+}
+
+impl MediaRecord {
+    /// What the record says of the original (`thumbnail` None) or of the
+    /// thumbnail file `name`.
+    pub fn expected(&self, thumbnail: Option<&str>) -> Option<Expected> {
+        match thumbnail {
+            None => self.length.map(|length| Expected { length, sha256: self.sha256 }),
+            Some(name) => self
+                .thumbnails
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, l)| *l)
+                .map(|length| Expected { length, sha256: None }),
+        }
+    }
 }
 
 const LOCAL_SQL: &str = "SELECT '', media_id, media_id FROM local_media_repository \
@@ -67,11 +136,11 @@ impl HomeserverDb {
                     rusqlite::Connection::open_with_flags(path, mode | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
                         .with_context(|| format!("could not open homeserver SQLite database {}", path.display()))?;
                 conn.busy_timeout(std::time::Duration::from_secs(30))?;
-                Ok(Self::Sqlite(conn))
+                Ok(Self { conn: Conn::Sqlite(conn), has_sha256: None })
             }
             DbConfig::Postgres(settings) => {
                 let client = connect_postgres(settings)?;
-                Ok(Self::Postgres(Box::new(client)))
+                Ok(Self { conn: Conn::Postgres(Box::new(client)), has_sha256: None })
             }
         }
     }
@@ -95,6 +164,120 @@ impl HomeserverDb {
 }
 
 impl HomeserverDb {
+    /// Synapse's record of a media: its length and SHA-256, and its
+    /// thumbnails' lengths. `None` if the database has no such media.
+    pub fn media_record(&mut self, origin: &str, media_id: &str) -> Result<Option<MediaRecord>> {
+        let sha = if self.has_sha256()? { "sha256" } else { "NULL" };
+        let (media_sql, thumbs_sql, params) = if origin.is_empty() {
+            (
+                format!("SELECT CAST(media_length AS TEXT), {sha} FROM local_media_repository WHERE media_id = $1"),
+                "SELECT CAST(thumbnail_width AS TEXT), CAST(thumbnail_height AS TEXT), thumbnail_type, \
+                 thumbnail_method, CAST(thumbnail_length AS TEXT) FROM local_media_repository_thumbnails \
+                 WHERE media_id = $1",
+                vec![Param::Text(media_id.to_owned())],
+            )
+        } else {
+            (
+                format!(
+                    "SELECT CAST(media_length AS TEXT), {sha} FROM remote_media_cache \
+                     WHERE media_origin = $1 AND media_id = $2"
+                ),
+                "SELECT CAST(thumbnail_width AS TEXT), CAST(thumbnail_height AS TEXT), thumbnail_type, \
+                 thumbnail_method, CAST(thumbnail_length AS TEXT) FROM remote_media_cache_thumbnails \
+                 WHERE media_origin = $1 AND media_id = $2",
+                vec![Param::Text(origin.to_owned()), Param::Text(media_id.to_owned())],
+            )
+        };
+        let mut record = None;
+        self.for_each_row(&media_sql, &params, "the media's record", |row| {
+            let mut row = row.into_iter();
+            let length = row.next().flatten().and_then(|l| l.trim().parse::<u64>().ok());
+            let sha256 = row.next().flatten().and_then(|h| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(h.trim(), &mut out).ok().map(|()| out)
+            });
+            record = Some(MediaRecord { length, sha256, thumbnails: Vec::new() });
+            Ok(())
+        })?;
+        let Some(mut record) = record else { return Ok(None) };
+        self.for_each_row(thumbs_sql, &params, "the media's thumbnail rows", |row| {
+            let mut row = row.into_iter().map(Option::unwrap_or_default);
+            let mut next = || row.next().unwrap_or_default();
+            let (w, h, ty, method, length) = (next(), next(), next(), next(), next());
+            if let (Ok(w), Ok(h)) = (w.parse::<i64>(), h.parse::<i64>())
+                && let Some(name) = crate::media_store::thumbnail_name(w, h, &ty, &method)
+            {
+                record.thumbnails.push((name, length.parse().ok()));
+            }
+            Ok(())
+        })?;
+        Ok(Some(record))
+    }
+
+    fn has_sha256(&mut self) -> Result<bool> {
+        if let Some(known) = self.has_sha256 {
+            return Ok(known);
+        }
+        let known =
+            self.for_each_row("SELECT sha256 FROM local_media_repository WHERE 1 = 0", &[], "", |_| Ok(())).is_ok();
+        self.has_sha256 = Some(known);
+        Ok(known)
+    }
+
+    /// When a media was last used, as Synapse's own retention judges it:
+    /// `COALESCE(last_access_ts, created_ts)` in ms. `None` if the row is gone.
+    pub fn last_used(&mut self, origin: &str, media_id: &str) -> Result<Option<i64>> {
+        let (sql, params) = if origin.is_empty() {
+            (
+                "SELECT CAST(COALESCE(last_access_ts, created_ts) AS TEXT) FROM local_media_repository WHERE media_id = $1",
+                vec![Param::Text(media_id.to_owned())],
+            )
+        } else {
+            (
+                "SELECT CAST(COALESCE(last_access_ts, created_ts) AS TEXT) FROM remote_media_cache \
+                 WHERE media_origin = $1 AND media_id = $2",
+                vec![Param::Text(origin.to_owned()), Param::Text(media_id.to_owned())],
+            )
+        };
+        let mut found = None;
+        self.for_each_row(sql, &params, "the media's last access", |row| {
+            found = Some(row.into_iter().next().flatten().and_then(|t| t.trim().parse().ok()).unwrap_or(0));
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    /// When the newest event this database holds was received, in ms (by
+    /// the unique index on `stream_ordering`: cheap). `None` without
+    /// Synapse's `events` table.
+    pub fn newest_event(&mut self) -> Option<i64> {
+        const SQL: &str = "SELECT CAST(received_ts AS TEXT) FROM events ORDER BY stream_ordering DESC LIMIT 1";
+        let mut newest = None;
+        let read = self.for_each_row(SQL, &[], "the newest event", |row| {
+            newest = row.into_iter().next().flatten().and_then(|t| t.trim().parse().ok());
+            Ok(())
+        });
+        read.ok().and(newest)
+    }
+
+    /// The newest `created_ts` or `last_access_ts` of any media row, in ms:
+    /// when this database last saw media activity.
+    pub fn newest_media_activity(&mut self) -> Result<Option<i64>> {
+        const SQL: &str = "SELECT CAST(MAX(ts) AS TEXT) FROM ( \
+             SELECT MAX(created_ts) AS ts FROM local_media_repository \
+             UNION ALL SELECT MAX(last_access_ts) FROM local_media_repository \
+             UNION ALL SELECT MAX(created_ts) FROM remote_media_cache \
+             UNION ALL SELECT MAX(last_access_ts) FROM remote_media_cache) AS newest";
+        let mut newest = None;
+        self.for_each_row(SQL, &[], "the newest media rows", |row| {
+            newest = row.into_iter().next().flatten().and_then(|t| t.trim().parse().ok());
+            Ok(())
+        })?;
+        Ok(newest)
+    }
+}
+
+impl HomeserverDb {
     /// Call `each` with every row of `sql` (text columns, `$n` parameters),
     /// streamed: a cursor on PostgreSQL, a stepping statement on SQLite.
     pub fn for_each_row(
@@ -104,8 +287,8 @@ impl HomeserverDb {
         what: &str,
         mut each: impl FnMut(Vec<Option<String>>) -> Result<()>,
     ) -> Result<()> {
-        match self {
-            Self::Postgres(client) => {
+        match &mut self.conn {
+            Conn::Postgres(client) => {
                 let mut tx = client
                     .build_transaction()
                     .read_only(true)
@@ -127,7 +310,7 @@ impl HomeserverDb {
                 }
                 tx.commit()?;
             }
-            Self::Sqlite(conn) => {
+            Conn::Sqlite(conn) => {
                 let mut stmt = conn
                     .prepare(&sqlite_sql(sql))
                     .with_context(|| format!("could not query {what} in the homeserver database"))?;
@@ -146,8 +329,8 @@ impl HomeserverDb {
     /// index changed a row.
     pub fn transaction(&mut self, statements: &[(&str, Vec<Param>, Option<usize>)]) -> Result<Vec<u64>> {
         let mut changed = Vec::with_capacity(statements.len());
-        match self {
-            Self::Postgres(client) => {
+        match &mut self.conn {
+            Conn::Postgres(client) => {
                 let mut tx =
                     client.transaction().context("could not start a transaction on the homeserver database")?;
                 for (sql, params, guard) in statements {
@@ -160,7 +343,7 @@ impl HomeserverDb {
                 tx.commit()
                     .map_err(|e| anyhow!("could not commit to the homeserver database: {}", pg_error_text(&e)))?;
             }
-            Self::Sqlite(conn) => {
+            Conn::Sqlite(conn) => {
                 let tx = conn.transaction().context("could not start a transaction on the homeserver database")?;
                 for (sql, params, guard) in statements {
                     if guard.is_some_and(|g| changed[g] == 0) {

@@ -2,10 +2,10 @@ use std::io::IsTerminal;
 
 use clap::{CommandFactory, Parser};
 
-use media_offload::cache::LockMode;
 use media_offload::cli::{Cli, Command};
 use media_offload::commands::{self, Context};
 use media_offload::error::{ExitCode, exit_code_for};
+use media_offload::lock::LockMode;
 use media_offload::report;
 
 /// Generated text to stdout; a closed pipe is the reader's choice, not an error.

@@ -21,15 +21,17 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use super::Context;
-use crate::cache::{Cache, Rows, RunLock};
+use crate::cache::{Cache, Rows};
 use crate::cli::CheckArgs;
 use crate::config::settings::Settings;
 use crate::duration::parse_duration;
 use crate::error::Failure;
 use crate::homeserver_db::{HomeserverDb, Param};
-use crate::media_store::{self, MediaKind, MediaPaths, StoredFile, TOP_LEVEL};
+use crate::lock::{RunLock, StoreLock};
+use crate::media_store::fs::WalkedKind;
+use crate::media_store::{MediaKind, MediaPaths, MediaStore, StoredFile};
 use crate::report::{self, naturalsize};
-use crate::store::{self, ObjectStore};
+use crate::store::{self, ErrorKind, ObjectStore, StoreError};
 
 pub const DEFAULT_GRACE: &str = "1h";
 
@@ -106,7 +108,9 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     log::debug!("grace period {} (from {grace_source})", crate::duration::short(grace));
     let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
     let base = &settings.media_store_path;
-    media_store::check_base_path(base, true)?;
+    let media = MediaStore::open(base, true)?;
+    crate::lock::warn_if_root_over(&media);
+    let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
     let store = settings.store.as_ref().map(|s| store::open(s, base)).transpose()?;
     let prefix = settings.store.as_ref().map(|s| s.prefix.clone()).unwrap_or_default();
     let mut db = if args.fix {
@@ -144,7 +148,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
             tx.prepare_cached("INSERT OR IGNORE INTO objects VALUES (?1, ?2, ?3)")
                 .and_then(|mut s| s.execute(params![o.key, o.size as i64, modified]))
                 .map(|_| ())
-                .map_err(|e| crate::store::StoreError(format!("indexing objects: {e}")))
+                .map_err(|e| StoreError::new(ErrorKind::Local, format!("indexing objects: {e}")))
         })?;
     }
     tx.commit()?;
@@ -164,14 +168,15 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     })?;
 
     let stale = stale_cache_rows(&ctx.cache_db, &index, keep, &mut r)?;
-    walk_files(base, &index, young_before, keep, &mut r)?;
-    find_lost(base, &index, &prefix, &server, &mut db, keep, &mut r)?;
+    walk_files(&media, &index, young_before, keep, &mut r)?;
+    find_lost(&media, &index, &prefix, &server, &mut db, keep, &mut r)?;
     if store.is_some() {
         find_unknown_objects(&index, &prefix, young_before, keep, &mut r)?;
     }
 
     if args.fix {
-        fix(base, store.as_deref(), &mut db, &index, &orphan_rows, args.force, &mut r)?;
+        super::purge::ensure_live(&mut db, &settings.database.describe(), &media, args.force, "fix")?;
+        fix(&media, store.as_deref(), &mut db, &index, &orphan_rows, args.force, &mut r)?;
         if !stale.is_empty() {
             Cache::open(&ctx.cache_db)?.remove(&stale)?;
             r.stale_cache_rows.fixed = stale.len() as u64;
@@ -286,54 +291,39 @@ fn stale_cache_rows(cache_db: &Path, index: &Index, keep: usize, r: &mut Report)
 }
 
 /// Kinds 1 (thumbnail files) and 2: every file under the store's folders.
-fn walk_files(base: &Path, index: &Index, young_before: SystemTime, keep: usize, r: &mut Report) -> Result<()> {
+fn walk_files(media: &MediaStore, index: &Index, young_before: SystemTime, keep: usize, r: &mut Report) -> Result<()> {
     let tx = index.conn.unchecked_transaction()?;
-    let mut stack: Vec<String> = TOP_LEVEL.iter().rev().map(|t| (*t).to_owned()).collect();
-    while let Some(rel_dir) = stack.pop() {
-        let dir = base.join(&rel_dir);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(anyhow!("listing {}: {e}", dir.display())),
+    media.walk(&mut |entry| {
+        let (size, modified) = match entry.what {
+            WalkedKind::File { size, modified } => (size, modified),
+            WalkedKind::Other => {
+                r.not_media_files.add(format!("{} (not a regular file)", entry.rel), 0, keep);
+                return Ok(());
+            }
         };
-        let mut names: Vec<_> = entries.filter_map(|e| e.ok()).collect();
-        names.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
-        for entry in names {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = format!("{rel_dir}/{name}");
-            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else { continue };
-            if meta.is_dir() {
-                stack.push(rel);
-                continue;
-            }
-            if !meta.is_file() {
-                r.not_media_files.add(format!("{rel} (not a regular file)"), 0, keep);
-                continue;
-            }
-            r.files += 1;
-            let Some(stored) = StoredFile::parse(&rel) else {
-                r.not_media_files.add(rel, meta.len(), keep);
-                continue;
-            };
-            if index.knows(&stored)? {
-                continue;
-            }
-            if meta.modified().is_ok_and(|m| m > young_before) {
-                r.young += 1;
-                continue;
-            }
-            let finding = if stored.thumbnail { &mut r.orphan_thumbnail_files } else { &mut r.unknown_files };
-            finding.add(format!("{rel} ({})", naturalsize(meta.len())), meta.len(), keep);
-            index.orphan("file", &rel, meta.len())?;
+        r.files += 1;
+        let Some(stored) = StoredFile::parse(&entry.rel) else {
+            r.not_media_files.add(entry.rel, size, keep);
+            return Ok(());
+        };
+        if index.knows(&stored)? {
+            return Ok(());
         }
-    }
+        if modified > young_before {
+            r.young += 1;
+            return Ok(());
+        }
+        let finding = if stored.thumbnail { &mut r.orphan_thumbnail_files } else { &mut r.unknown_files };
+        finding.add(format!("{} ({})", entry.rel, naturalsize(size)), size, keep);
+        index.orphan("file", &entry.rel, size)
+    })?;
     tx.commit()?;
     Ok(())
 }
 
 /// Kind 3: rows whose original is neither on disk nor in the store.
 fn find_lost(
-    base: &Path,
+    media: &MediaStore,
     index: &Index,
     prefix: &str,
     server: &str,
@@ -355,7 +345,7 @@ fn find_lost(
                 continue;
             }
         };
-        if std::fs::symlink_metadata(base.join(&paths.original)).is_ok_and(|m| m.is_file()) {
+        if media.has_file(&paths.original)? {
             continue;
         }
         let key = format!("{prefix}{}", paths.original);
@@ -435,7 +425,7 @@ fn plausible(unknown: u64, seen: u64) -> bool {
 }
 
 fn fix(
-    base: &Path,
+    media: &MediaStore,
     store: Option<&dyn ObjectStore>,
     db: &mut HomeserverDb,
     index: &Index,
@@ -495,16 +485,15 @@ fn fix(
                 }
             }
         } else if files_ok {
-            match std::fs::remove_file(base.join(&path)) {
-                Ok(()) => {
-                    media_store::prune_empty_dirs(base, &path);
+            match media.remove_rel(&path) {
+                Ok(true) => {
                     if StoredFile::parse(&path).is_some_and(|f| f.thumbnail) {
                         r.orphan_thumbnail_files.fixed += 1;
                     } else {
                         r.unknown_files.fixed += 1;
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(false) => {}
                 Err(e) => {
                     log::error!("deleting {path}: {e}");
                     r.fix_failed += 1;

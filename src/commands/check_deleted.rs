@@ -1,6 +1,11 @@
 //! `check-deleted BASE_PATH`: record which media no longer have any file
 //! on local disk, and reopen those whose files came back (Synapse fetches
 //! offloaded originals back from the store, e.g. to make a thumbnail).
+//!
+//! A media people are viewing is fetched back and should stay on disk:
+//! where the run knows the cut-off and the database (`update`, `migrate`),
+//! a media is reopened only while it is still past the cut-off, so it does
+//! not bounce between disk and store every night.
 
 use std::path::Path;
 
@@ -10,7 +15,9 @@ use serde_json::json;
 use super::{Context, PAGE};
 use crate::cache::{Cache, CacheRow, Rows};
 use crate::error::Failure;
-use crate::media_store;
+use crate::homeserver_db::HomeserverDb;
+use crate::lock::StoreLock;
+use crate::media_store::MediaStore;
 use crate::report::{self, Progress};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,6 +25,8 @@ pub struct Checked {
     pub checked: u64,
     pub marked_deleted: u64,
     pub reopened: u64,
+    /// Files back on disk of media used since the cut-off: left as they are.
+    pub in_use: u64,
     pub failed: u64,
 }
 
@@ -30,22 +39,38 @@ impl Checked {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        vec![
+        let mut lines = vec![
             format!("Updated {} as deleted", self.marked_deleted),
             format!("Reopened {} whose files are back", self.reopened),
-        ]
+        ];
+        if self.in_use > 0 {
+            lines.push(format!("Left {} fetched back and used since the cut-off on disk", self.in_use));
+        }
+        lines
     }
+
+    pub fn json(&self) -> serde_json::Value {
+        json!({"checked": self.checked, "marked_deleted": self.marked_deleted, "reopened": self.reopened,
+               "in_use": self.in_use, "failed": self.failed})
+    }
+}
+
+/// What decides whether a media whose files are back is reopened: the
+/// cut-off, and the database to look its last use up in.
+pub struct Reopen<'a> {
+    pub cutoff_ms: i64,
+    pub db: &'a mut HomeserverDb,
 }
 
 pub fn run(ctx: &Context, base: &Path) -> Result<()> {
     let (_lock, mut cache) = ctx.open_cache()?;
-    let checked = check(&mut cache, base)?;
-    report::summary(
-        ctx.json,
-        &checked.lines(),
-        json!({"command": "check-deleted", "checked": checked.checked, "marked_deleted": checked.marked_deleted,
-               "reopened": checked.reopened, "failed": checked.failed}),
-    );
+    let media = MediaStore::open(base, cache.count(Rows::All)? > 0)?;
+    crate::lock::warn_if_root_over(&media);
+    let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
+    let checked = check(&mut cache, &media, None)?;
+    let mut value = checked.json();
+    value["command"] = "check-deleted".into();
+    report::summary(ctx.json, &checked.lines(), value);
     checked.into_result()
 }
 
@@ -56,7 +81,7 @@ enum Change {
     Failed,
 }
 
-fn examine(base: &Path, row: &CacheRow) -> Change {
+fn examine(media: &MediaStore, row: &CacheRow) -> Change {
     let paths = match row.paths() {
         Ok(p) => p,
         Err(invalid) => {
@@ -64,7 +89,7 @@ fn examine(base: &Path, row: &CacheRow) -> Change {
             return Change::Failed;
         }
     };
-    match media_store::any_local_file(base, &paths) {
+    match media.any_file(&paths) {
         Ok(present) if present == row.known_deleted => Change::Set(!present),
         Ok(_) => Change::Keep,
         Err(e) => {
@@ -74,10 +99,9 @@ fn examine(base: &Path, row: &CacheRow) -> Change {
     }
 }
 
-/// The work of `check-deleted`, shared with `update` and `demo`.
-pub fn check(cache: &mut Cache, base: &Path) -> Result<Checked> {
+/// The work of `check-deleted`, shared with `update` and `migrate`.
+pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_>>) -> Result<Checked> {
     let total = cache.count(Rows::All)?;
-    media_store::check_base_path(base, total > 0)?;
     let mut progress = Progress::new("check-deleted", "media", total, false);
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4).min(16);
     let mut result = Checked::default();
@@ -92,7 +116,7 @@ pub fn check(cache: &mut Cache, base: &Path) -> Result<Checked> {
         let changes: Vec<Change> = std::thread::scope(|scope| {
             let handles: Vec<_> = page
                 .chunks(chunk)
-                .map(|rows| scope.spawn(move || rows.iter().map(|row| examine(base, row)).collect::<Vec<_>>()))
+                .map(|rows| scope.spawn(move || rows.iter().map(|row| examine(media, row)).collect::<Vec<_>>()))
                 .collect();
             handles.into_iter().flat_map(|h| h.join().expect("checker thread panicked")).collect()
         });
@@ -100,18 +124,41 @@ pub fn check(cache: &mut Cache, base: &Path) -> Result<Checked> {
         for (row, change) in page.iter().zip(changes) {
             match change {
                 Change::Keep => {}
-                Change::Set(deleted) => {
-                    if deleted {
-                        result.marked_deleted += 1;
-                    } else {
-                        log::info!(
-                            "files of {}{} are back on disk; it will be offloaded again",
-                            row.origin,
-                            row.media_id
-                        );
-                        result.reopened += 1;
+                Change::Set(true) => {
+                    result.marked_deleted += 1;
+                    updates.push((row.origin.clone(), row.media_id.clone(), true));
+                }
+                Change::Set(false) => {
+                    if let Some(r) = reopen.as_mut() {
+                        match r.db.last_used(&row.origin, &row.media_id) {
+                            Ok(Some(used)) if used >= r.cutoff_ms => {
+                                log::debug!(
+                                    "{}{}: back on disk and used since the cut-off; left there",
+                                    row.origin,
+                                    row.media_id
+                                );
+                                result.in_use += 1;
+                                continue;
+                            }
+                            Ok(None) => {
+                                log::debug!(
+                                    "{}{}: back on disk, but no longer in the database",
+                                    row.origin,
+                                    row.media_id
+                                );
+                                continue;
+                            }
+                            Ok(Some(_)) => {}
+                            Err(e) => {
+                                log::error!("looking up {}{}: {e:#}", row.origin, row.media_id);
+                                result.failed += 1;
+                                continue;
+                            }
+                        }
                     }
-                    updates.push((row.origin.clone(), row.media_id.clone(), deleted));
+                    log::info!("files of {}{} are back on disk; it will be offloaded again", row.origin, row.media_id);
+                    result.reopened += 1;
+                    updates.push((row.origin.clone(), row.media_id.clone(), false));
                 }
                 Change::Failed => result.failed += 1,
             }

@@ -93,7 +93,16 @@ pub fn run(ctx: &Context, dir: &Path, count: u32) -> Result<()> {
     report::say(&format!("Offloading media not accessed for 30 days to {} ...\n", dir.join("object-store").display()));
 
     let demo_ctx = Context::new(None, Some(&config), ctx.lock, ctx.json)?;
-    migrate::run(&demo_ctx, &MigrateArgs { duration: None, dry_run: false, store: StoreFlags::default() })?;
+    migrate::run(
+        &demo_ctx,
+        &MigrateArgs {
+            duration: None,
+            dry_run: false,
+            settle_time: None,
+            allow_archive_storage_class: false,
+            store: StoreFlags::default(),
+        },
+    )?;
     report::say("\nChecking that every media is recoverable and nothing is orphaned ...\n");
     check::run(
         &demo_ctx,

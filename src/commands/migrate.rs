@@ -12,12 +12,17 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow};
 use serde_json::json;
 
+use super::check_deleted::Reopen;
+use super::upload::Conflicts;
 use super::{Context, check_deleted, update_db, upload};
-use crate::cache::{Cache, RunLock};
+use crate::cache::{Cache, Rows};
 use crate::cli::MigrateArgs;
 use crate::config::settings::Settings;
-use crate::duration::parse_duration;
+use crate::duration::{parse_duration, parse_short_duration};
 use crate::error::Failure;
+use crate::homeserver_db::{DbRecords, HomeserverDb};
+use crate::lock::{RunLock, StoreLock};
+use crate::media_store::MediaStore;
 use crate::{report, store};
 
 /// Used when neither `--duration` nor the config file sets one.
@@ -26,6 +31,7 @@ pub const DEFAULT_DURATION: &str = "30d";
 pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
     let settings = Settings::resolve(&args.store, &ctx.file)?;
     let duration = duration(ctx, args)?;
+    let settle = settle_time(ctx, args)?;
     let store_settings = settings.store.as_ref().ok_or_else(|| {
         anyhow!(
             "no object store configured: {} has no {} entry with a bucket; set bucket in the config file or pass --bucket",
@@ -33,43 +39,68 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
             crate::config::homeserver::S3_PROVIDER_MODULE
         )
     })?;
-    // The lock first: a second run must exit at once, before any network.
+    if !(args.allow_archive_storage_class || ctx.file.config.allow_archive_storage_class == Some(true)) {
+        upload::refuse_archive_class(
+            store_settings,
+            "--allow-archive-storage-class (allow_archive_storage_class: true in the config file)",
+        )?;
+    }
+    // The locks first: a second run must exit at once, before any network.
     let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
+    let media = MediaStore::open(&settings.media_store_path, false)?;
+    crate::lock::warn_if_root_over(&media);
+    let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
     let scratch = if args.dry_run { Some(Scratch::copy_of(&ctx.cache_db)?) } else { None };
     let mut cache = Cache::open(scratch.as_ref().map_or(&ctx.cache_db, |s| &s.path))?;
     let store = store::open(store_settings, &settings.media_store_path)?;
     log::info!("offloading {} to {}", settings.media_store_path.display(), store.describe());
 
-    let synced = update_db::sync_with(&mut cache, &settings.database, duration)?;
-    let checked = check_deleted::check(&mut cache, &settings.media_store_path)?;
+    let mut db = HomeserverDb::connect(&settings.database)?;
+    let synced = update_db::sync_with(&mut cache, &mut db, duration)?;
+    media.ensure_layout(cache.count(Rows::All)? > 0)?;
+    let reopen = Reopen { cutoff_ms: synced.cutoff_ms, db: &mut db };
+    let checked = check_deleted::check(&mut cache, &media, Some(reopen))?;
     let options = upload::Options {
-        base: settings.media_store_path.clone(),
         prefix: store_settings.prefix.clone(),
         delete: true,
         dry_run: args.dry_run,
         concurrency: settings.concurrency,
         json: ctx.json,
+        settle,
     };
-    let totals = upload::upload(&mut cache, store.as_ref(), &options)?;
+    let records = DbRecords::new(&settings.database);
+    let totals = upload::upload(&mut cache, &media, store.as_ref(), &options, Conflicts::ByRecord(&records))?;
     drop(cache);
     drop(scratch);
 
     let mut lines = vec![format!("Synced {} new rows", synced.new_rows)];
     lines.extend(checked.lines());
-    lines.extend(totals.lines(args.dry_run));
+    lines.extend(totals.lines(&options));
     report::summary(
         ctx.json,
         &lines,
         json!({"command": "migrate", "dry_run": args.dry_run,
                "update_db": {"cutoff_ms": synced.cutoff_ms, "new_rows": synced.new_rows, "invalid_rows": synced.invalid_rows},
-               "check_deleted": {"checked": checked.checked, "marked_deleted": checked.marked_deleted,
-                                 "reopened": checked.reopened, "failed": checked.failed},
+               "check_deleted": checked.json(),
                "upload": totals.json(args.dry_run)}),
     );
-    let failed = synced.invalid_rows + checked.failed + totals.failed_files + totals.invalid_rows;
+    let failed = synced.invalid_rows + checked.failed + totals.failed_files + totals.invalid_rows + totals.conflicts;
     match failed {
         0 => Ok(()),
         count => Err(Failure::Partial { count }.into()),
+    }
+}
+
+/// How long a file must be left alone after its last change: the flag,
+/// `MEDIA_OFFLOAD_SETTLE_TIME`, the config file's `settle_time`, 10 minutes.
+fn settle_time(ctx: &Context, args: &MigrateArgs) -> Result<Duration> {
+    let flag = args.settle_time.map(|d| format!("{}s", d.as_secs()));
+    match ctx.file.setting("settle_time", flag, ctx.file.config.settle_time.clone()) {
+        None => Ok(upload::DEFAULT_SETTLE),
+        Some((text, source)) => {
+            log::debug!("settle_time = {text:?} (from {source})");
+            parse_short_duration(&text).map_err(|e| anyhow!("settle_time from {source}: {e}"))
+        }
     }
 }
 

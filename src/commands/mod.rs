@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::cache::{Cache, LockMode, RunLock};
+use crate::cache::Cache;
 use crate::config::settings::LoadedFile;
+use crate::lock::{LockMode, RunLock};
 
 pub mod check;
 pub mod check_deleted;

@@ -23,13 +23,16 @@ use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 
 use super::Context;
-use crate::cache::{Cache, RunLock};
+use crate::cache::Cache;
 use crate::cli::PurgeArgs;
 use crate::config::settings::Settings;
 use crate::duration::{cutoff_ms, parse_duration};
 use crate::error::Failure;
+use crate::faults;
 use crate::homeserver_db::{HomeserverDb, Param};
-use crate::media_store::{self, MediaKind, MediaPaths};
+use crate::lock::{RunLock, StoreLock};
+use crate::media_store::fs::WalkedKind;
+use crate::media_store::{MediaKind, MediaPaths, MediaStore};
 use crate::report::{self, naturalsize};
 use crate::store::{self, ObjectStore};
 
@@ -69,7 +72,9 @@ pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
     let settings = Settings::resolve(&args.store, &ctx.file)?;
     let rules = rules(ctx, args, &settings)?;
     let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
-    media_store::check_base_path(&settings.media_store_path, true)?;
+    let media = MediaStore::open(&settings.media_store_path, true)?;
+    crate::lock::warn_if_root_over(&media);
+    let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
     let store = match &settings.store {
         Some(s) => Some(store::open(s, &settings.media_store_path)?),
         None => {
@@ -81,8 +86,9 @@ pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
     // A dry run changes nothing; and with no cache.db there is nothing to update.
     let mut cache = if args.dry_run || !ctx.cache_db.exists() { None } else { Some(Cache::open(&ctx.cache_db)?) };
     let mut db = HomeserverDb::connect_writable(&settings.database)?;
+    ensure_live(&mut db, &settings.database.describe(), &media, args.force, "purge")?;
     let purger = Purger {
-        base: &settings.media_store_path,
+        media: &media,
         store: store.as_deref(),
         prefix: &prefix,
         dry_run: args.dry_run,
@@ -176,8 +182,73 @@ fn avatar_media_ids(db: &mut HomeserverDb, server_name: Option<&str>) -> Result<
     Ok(ids)
 }
 
+/// Refuse to act on a database that is not the one Synapse writes to now.
+///
+/// A purge deletes what the database says is old, and `check --fix` what it
+/// does not know. A database left behind (a SQLite file after a move to
+/// PostgreSQL, a restored backup) says everything is old and knows nothing
+/// new. So: if its newest activity (the newest event received, found by
+/// index; else the newest media `created_ts` or `last_access_ts`) is within
+/// the last day, it is live. Otherwise look for a file in the media store
+/// modified more than a day after that activity; one such file means the
+/// media store lives on without this database. (The walk happens only on a
+/// database with no activity for a day: a quiet, small homeserver.)
+pub(crate) fn ensure_live(
+    db: &mut HomeserverDb,
+    db_name: &str,
+    media: &MediaStore,
+    force: bool,
+    what: &str,
+) -> Result<()> {
+    const DAY_MS: i64 = 86_400_000;
+    let now = cutoff_ms(Duration::ZERO);
+    let recent = |ts: Option<i64>| ts.is_some_and(|ts| now - ts < DAY_MS);
+    let event = db.newest_event();
+    if recent(event) {
+        return Ok(());
+    }
+    let newest = event.max(db.newest_media_activity()?);
+    if recent(newest) {
+        return Ok(());
+    }
+    let threshold = newest.unwrap_or(0) + DAY_MS;
+    let mut found = None;
+    let walked = media.walk(&mut |w| {
+        if let WalkedKind::File { modified, .. } = w.what {
+            let ms = modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            if ms > threshold {
+                found = Some((w.rel, modified));
+                bail!("found");
+            }
+        }
+        Ok(())
+    });
+    let Some((rel, modified)) = found else {
+        return walked;
+    };
+    let newest_text = match newest {
+        Some(ts) => format!(
+            "activity (a media stored or viewed, an event received) is from {}",
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ts.max(0) as u64))
+        ),
+        None => "activity does not exist (no events, no media rows)".to_owned(),
+    };
+    let message = format!(
+        "the database's ({db_name}) newest {newest_text}, but the media store {} holds {rel}, modified \
+         {}: this does not look like the database Synapse uses now (a SQLite file left behind after moving to \
+         PostgreSQL looks like this)",
+        media.base().display(),
+        humantime::format_rfc3339_seconds(modified)
+    );
+    if force {
+        log::warn!("{message}; going on because of --force");
+        return Ok(());
+    }
+    bail!("refusing to {what}: {message}. Check the database settings, or pass --force")
+}
+
 struct Purger<'a> {
-    base: &'a std::path::Path,
+    media: &'a MediaStore,
     store: Option<&'a dyn ObjectStore>,
     prefix: &'a str,
     dry_run: bool,
@@ -219,6 +290,7 @@ impl Purger<'_> {
                 }
             } else {
                 let deleted = delete_rows(db, rule, &targets)?;
+                faults::point("after-purge-commit");
                 tally.kept_in_use += (targets.len() - deleted.iter().filter(|d| **d).count()) as u64;
                 targets = targets.into_iter().zip(deleted).filter_map(|(t, d)| d.then_some(t)).collect();
                 if let Some(cache) = cache.as_deref_mut() {
@@ -259,9 +331,9 @@ impl Purger<'_> {
 
     fn remove_one(&self, t: &Target, tally: &mut Tally) {
         if self.dry_run {
-            match media_store::local_files(self.base, &t.paths) {
-                Ok((files, _)) => {
-                    for f in files {
+            match self.media.files_of(&t.paths) {
+                Ok(listing) => {
+                    for f in listing.files {
                         report::line(self.json, &format!("would delete file {} ({})", f.rel, naturalsize(f.size)));
                         tally.files += 1;
                         tally.file_bytes += f.size;
@@ -273,7 +345,7 @@ impl Purger<'_> {
                 }
             }
         } else {
-            match media_store::remove_media_files(self.base, &t.paths) {
+            match self.media.remove_media(&t.paths) {
                 Ok((files, bytes)) => {
                     tally.files += files;
                     tally.file_bytes += bytes;

@@ -9,6 +9,7 @@ use crate::cache::Cache;
 use crate::cli::DbSelection;
 use std::time::Duration;
 
+use crate::config::settings::read_homeserver_config;
 use crate::config::{DbConfig, locate_database};
 use crate::duration::cutoff_ms;
 use crate::error::Failure;
@@ -29,7 +30,8 @@ pub struct Synced {
 
 pub fn run(ctx: &Context, selection: &DbSelection) -> Result<()> {
     let (_lock, mut cache) = ctx.open_cache()?;
-    let synced = sync(&mut cache, selection)?;
+    let mut db = HomeserverDb::connect(&database_of(selection)?)?;
+    let synced = sync_with(&mut cache, &mut db, selection.duration)?;
     report::summary(
         ctx.json,
         &[format!("Synced {} new rows", synced.new_rows)],
@@ -48,16 +50,17 @@ impl Synced {
     }
 }
 
-/// The work of `update-db`, shared with `update` and `demo`.
-pub fn sync(cache: &mut Cache, selection: &DbSelection) -> Result<Synced> {
-    let (db_config, source) = locate_database(&selection.homeserver_config_path)?;
-    log::debug!("homeserver database settings from {source}");
-    sync_with(cache, &db_config, selection.duration)
+/// The homeserver database `update-db` reads, found as `s3_media_upload`
+/// finds it: `./database.yaml`, else the homeserver config.
+pub fn database_of(selection: &DbSelection) -> Result<DbConfig> {
+    let config = read_homeserver_config(&selection.homeserver_config_path, "--homeserver-config-path")?;
+    let (db_config, source) = locate_database(&config)?;
+    log::info!("homeserver database: {} (from {source})", db_config.describe());
+    Ok(db_config)
 }
 
-/// `update-db` against a given database.
-pub fn sync_with(cache: &mut Cache, db_config: &DbConfig, duration: Duration) -> Result<Synced> {
-    let mut db = HomeserverDb::connect(db_config)?;
+/// The work of `update-db`, shared with `update` and `migrate`.
+pub fn sync_with(cache: &mut Cache, db: &mut HomeserverDb, duration: Duration) -> Result<Synced> {
     let cutoff = cutoff_ms(duration);
     let since = std::time::UNIX_EPOCH + std::time::Duration::from_millis(cutoff.max(0) as u64);
     log::info!("Syncing files that haven't been accessed since: {}", humantime::format_rfc3339_seconds(since));

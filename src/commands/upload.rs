@@ -1,21 +1,32 @@
 //! `upload BASE_PATH BUCKET [--delete]`: copy every file of the media in
 //! cache.db to the store and, with `--delete`, remove a local file only
-//! once the store is confirmed to hold the same bytes.
+//! once the store is proven to hold the same bytes.
+//!
+//! Per file: skip it if it was modified within the settle time (being
+//! written, or being fetched back by Synapse); open it beneath the store's
+//! directory descriptors; read it once (small files into memory) for its
+//! MD5s; HEAD the key. No object: upload, and take the proof the answers
+//! give (ETag, part ETags, the store's Content-MD5 check) or read it back.
+//! An object: prove it identical ([`store::compare_existing`]), or, if it
+//! differs, never overwrite it blindly ([`Conflicts`]). Delete only with a
+//! proof, from the same descriptor, if the name still refers to the same,
+//! unchanged file.
 //!
 //! Media are processed by `--concurrency` worker threads; a reader thread
 //! pages rows out of cache.db; the calling thread collects results and
-//! records finished media in batched transactions. Killed at any moment,
-//! a rerun completes the job: objects are written whole or not at all,
-//! and a media is marked deleted only after all its files are gone.
+//! records finished media in batched transactions. Killed at any moment, a
+//! rerun completes the job: objects are written whole or not at all, and a
+//! media is marked deleted only after all its files are gone. Refused
+//! credentials or an unreachable store stop the run at once.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Result, anyhow};
-use serde_json::json;
+use anyhow::{Result, anyhow, bail};
+use serde::Serialize;
 
 use super::{Context, PAGE};
 use crate::cache::{Cache, CacheRow, Rows};
@@ -23,25 +34,45 @@ use crate::cli::UploadArgs;
 pub use crate::config::settings::SSE_KEY_ENV;
 use crate::config::{Secret, read_secret_file};
 use crate::error::Failure;
-use crate::media_store::{self, LocalFile};
+use crate::faults;
+use crate::homeserver_db::Records;
+use crate::lock::StoreLock;
+use crate::media_store::{LocalFile, MediaPaths, MediaStore, Unlinked};
 use crate::report::{self, Progress, naturalsize};
-use crate::store::{self, FileDigest, ObjectStore, StoreSettings, Verdict, compare};
+use crate::store::{
+    self, ARCHIVE_CLASSES, Comparison, LocalData, ObjectInfo, ObjectStore, Proof, StoreError, StoreSettings,
+};
+
 /// Finished media are recorded at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// The default settle time.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub base: PathBuf,
     pub prefix: String,
     pub delete: bool,
     pub dry_run: bool,
     pub concurrency: usize,
     /// stdout carries one JSON summary: the dry-run listing goes to stderr.
     pub json: bool,
+    /// Files modified less than this long ago are left for the next run.
+    pub settle: Duration,
+}
+
+/// What to do when an existing object differs from the local file.
+#[derive(Clone, Copy)]
+pub enum Conflicts<'a> {
+    /// Keep both and report (plain `upload`: nothing says which is right).
+    Keep,
+    /// Replace the object with the local file (`--overwrite-mismatched`).
+    Overwrite,
+    /// Let the homeserver's record decide (`migrate`).
+    ByRecord(&'a dyn Records),
 }
 
 /// Counters of a run, as the Python tool reports them plus ours.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct Totals {
     pub media_total: u64,
     pub uploaded_media: u64,
@@ -51,6 +82,22 @@ pub struct Totals {
     pub deleted_media: u64,
     pub deleted_files: u64,
     pub deleted_bytes: u64,
+    /// How each deleted file's copy was proven (etag, part_etags,
+    /// content_md5, read_back).
+    pub deleted_by: BTreeMap<&'static str, u64>,
+    /// Modified within the settle time: left for the next run.
+    pub settling_files: u64,
+    /// The object and the local file differ and nothing said which is
+    /// right: both kept.
+    pub conflicts: u64,
+    /// Local copies that disagreed with the homeserver's record while the
+    /// object matched it (a failed fetch-back): removed.
+    pub repaired_local_files: u64,
+    /// Objects that disagreed with the record while the local file matched
+    /// it: replaced.
+    pub replaced_objects: u64,
+    /// Objects in a class Synapse cannot read back: local files kept.
+    pub archived_kept: u64,
     pub failed_files: u64,
     pub invalid_rows: u64,
 }
@@ -58,52 +105,86 @@ pub struct Totals {
 /// What happened to one media.
 #[derive(Debug, Default)]
 struct MediaResult {
-    uploaded_files: u64,
-    uploaded_bytes: u64,
-    present_files: u64,
-    deleted_files: u64,
-    deleted_bytes: u64,
-    failed_files: u64,
-    invalid: bool,
+    t: Totals,
     /// No file of it is on local disk (any more).
     gone: bool,
+    /// A failure every further call would meet: stop the run.
+    fatal: Option<StoreError>,
 }
 
 pub fn run(ctx: &Context, args: &UploadArgs) -> Result<()> {
-    let store = store::open(&store_settings(args)?, &args.base_path)?;
+    let settings = store_settings(args)?;
+    if args.delete && !args.allow_archive_storage_class {
+        refuse_archive_class(&settings, "--allow-archive-storage-class")?;
+    }
+    let store = store::open(&settings, args.base_path.as_path())?;
     let (_lock, mut cache) = ctx.open_cache()?;
+    let media = MediaStore::open(&args.base_path, cache.count(Rows::NotDeleted)? > 0)?;
+    crate::lock::warn_if_root_over(&media);
+    let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
     let options = Options {
-        base: args.base_path.clone(),
         prefix: args.prefix.clone(),
         delete: args.delete,
         dry_run: args.dry_run,
         concurrency: args.concurrency.into(),
         json: ctx.json,
+        settle: args.settle_time,
     };
+    let conflicts = if args.overwrite_mismatched { Conflicts::Overwrite } else { Conflicts::Keep };
     log::info!("uploading to {}", store.describe());
-    let totals = upload(&mut cache, store.as_ref(), &options)?;
-    print_summary(ctx.json, &totals, options.dry_run);
+    let totals = upload(&mut cache, &media, store.as_ref(), &options, conflicts)?;
+    print_summary(ctx.json, &totals, &options);
     totals.into_result()
+}
+
+/// `--delete` into a class Synapse cannot read back would make the media
+/// unavailable until someone restores them: refused unless allowed.
+pub fn refuse_archive_class(settings: &StoreSettings, allow: &str) -> Result<()> {
+    if store::parse_target(&settings.bucket).is_ok_and(|t| matches!(t, store::Target::Bucket(_)))
+        && ARCHIVE_CLASSES.contains(&settings.storage_class.as_str())
+    {
+        bail!(
+            "storage class {}: Synapse cannot read objects of this class back without a restore, so deleting the \
+             local copies would make the media unavailable; choose another class (GLACIER_IR reads back at once), \
+             or pass {allow} if you restore objects yourself",
+            settings.storage_class
+        );
+    }
+    Ok(())
 }
 
 impl Totals {
     pub fn into_result(&self) -> Result<()> {
-        match self.failed_files + self.invalid_rows {
+        match self.failed_files + self.invalid_rows + self.conflicts {
             0 => Ok(()),
             count => Err(Failure::Partial { count }.into()),
         }
     }
-}
 
-pub fn print_summary(json: bool, t: &Totals, dry_run: bool) {
-    report::summary(json, &t.lines(dry_run), t.json(dry_run));
-}
+    fn add(&mut self, o: &Totals) {
+        self.uploaded_files += o.uploaded_files;
+        self.uploaded_bytes += o.uploaded_bytes;
+        self.already_present_files += o.already_present_files;
+        self.deleted_files += o.deleted_files;
+        self.deleted_bytes += o.deleted_bytes;
+        for (proof, n) in &o.deleted_by {
+            *self.deleted_by.entry(proof).or_default() += n;
+        }
+        self.settling_files += o.settling_files;
+        self.conflicts += o.conflicts;
+        self.repaired_local_files += o.repaired_local_files;
+        self.replaced_objects += o.replaced_objects;
+        self.archived_kept += o.archived_kept;
+        self.failed_files += o.failed_files;
+        self.invalid_rows += o.invalid_rows;
+        self.uploaded_media += u64::from(o.uploaded_files > 0);
+        self.deleted_media += u64::from(o.deleted_files > 0);
+    }
 
-impl Totals {
-    /// The summary lines, worded as the Python tool words them.
-    pub fn lines(&self, dry_run: bool) -> Vec<String> {
+    /// The summary lines, worded as the Python tool words them, then ours.
+    pub fn lines(&self, opts: &Options) -> Vec<String> {
         let t = self;
-        let p = if dry_run { "(dry run) Would have " } else { "" };
+        let p = if opts.dry_run { "(dry run) Would have " } else { "" };
         let mut lines = vec![
             format!("{p}Uploaded {} media out of {}", t.uploaded_media, t.media_total),
             format!("{p}Uploaded {} files", t.uploaded_files),
@@ -112,8 +193,44 @@ impl Totals {
             format!("{p}Deleted {} files", t.deleted_files),
             format!("{p}Deleted {}", naturalsize(t.deleted_bytes)),
         ];
+        if !t.deleted_by.is_empty() {
+            let by: Vec<String> = Proof::ALL
+                .iter()
+                .filter_map(|p| t.deleted_by.get(p.as_str()).map(|n| format!("{n} by {}", p.describe())))
+                .collect();
+            lines.push(format!("Deletions proven: {}", by.join(", ")));
+        }
         if t.already_present_files > 0 {
             lines.push(format!("{} files were already in the store (verified)", t.already_present_files));
+        }
+        if t.settling_files > 0 {
+            lines.push(format!(
+                "{} files modified in the last {} were left for the next run",
+                t.settling_files,
+                crate::duration::short(opts.settle)
+            ));
+        }
+        if t.repaired_local_files > 0 {
+            lines.push(format!(
+                "{p}Removed {} damaged local copies: the stored object matches the homeserver's record",
+                t.repaired_local_files
+            ));
+        }
+        if t.replaced_objects > 0 {
+            lines.push(format!(
+                "{p}Replaced {} objects with the local file the homeserver's record confirms",
+                t.replaced_objects
+            ));
+        }
+        if t.archived_kept > 0 {
+            lines
+                .push(format!("{} files kept: their objects are in a class Synapse cannot read back", t.archived_kept));
+        }
+        if t.conflicts > 0 {
+            lines.push(format!(
+                "{} conflicts: the object and the local file differ; both were kept (see the messages above)",
+                t.conflicts
+            ));
         }
         if t.failed_files + t.invalid_rows > 0 {
             lines.push(format!(
@@ -125,13 +242,17 @@ impl Totals {
     }
 
     pub fn json(&self, dry_run: bool) -> serde_json::Value {
-        let t = self;
-        json!({"command": "upload", "dry_run": dry_run, "media_total": t.media_total,
-               "uploaded_media": t.uploaded_media, "uploaded_files": t.uploaded_files,
-               "uploaded_bytes": t.uploaded_bytes, "already_present_files": t.already_present_files,
-               "deleted_media": t.deleted_media, "deleted_files": t.deleted_files,
-               "deleted_bytes": t.deleted_bytes, "failed_files": t.failed_files, "invalid_rows": t.invalid_rows})
+        let mut value = serde_json::to_value(self).expect("plain counters serialize");
+        if let Some(map) = value.as_object_mut() {
+            map.insert("command".into(), "upload".into());
+            map.insert("dry_run".into(), dry_run.into());
+        }
+        value
     }
+}
+
+pub fn print_summary(json: bool, t: &Totals, opts: &Options) {
+    report::summary(json, &t.lines(opts), t.json(opts.dry_run));
 }
 
 /// The store settings an `upload` command line gives (credentials from
@@ -162,21 +283,29 @@ fn sse_key(args: &UploadArgs) -> Result<Option<String>> {
     Ok(std::env::var(SSE_KEY_ENV).ok().filter(|k| !k.is_empty()))
 }
 
-/// The work of `upload`, shared with `demo`.
-pub fn upload(cache: &mut Cache, store: &dyn ObjectStore, opts: &Options) -> Result<Totals> {
+/// The work of `upload`, shared with `migrate`.
+pub fn upload(
+    cache: &mut Cache,
+    media: &MediaStore,
+    store: &dyn ObjectStore,
+    opts: &Options,
+    conflicts: Conflicts<'_>,
+) -> Result<Totals> {
     let total = cache.count(Rows::NotDeleted)?;
-    media_store::check_base_path(&opts.base, total > 0)?;
     let mut totals = Totals { media_total: total, ..Default::default() };
     let mut progress = Progress::new("upload", "media", total, true);
     let reader = cache.reader()?;
     let stop = AtomicBool::new(false);
     let workers = opts.concurrency.max(1);
+    let worker = Worker { media, store, opts, conflicts, settled_before: SystemTime::now() - opts.settle };
+    let mut fatal: Option<StoreError> = None;
 
     let (job_tx, job_rx) = mpsc::sync_channel::<CacheRow>(workers * 2);
     let job_rx = Mutex::new(job_rx);
     let outcome: Result<()> = std::thread::scope(|scope| {
         let (done_tx, done_rx) = mpsc::channel::<(CacheRow, MediaResult)>();
         let stop = &stop;
+        let worker = &worker;
 
         let producer = scope.spawn(move || -> Result<()> {
             let mut after = 0;
@@ -203,7 +332,7 @@ pub fn upload(cache: &mut Cache, store: &dyn ObjectStore, opts: &Options) -> Res
                         // full queue; it stops at its next page.
                         continue;
                     }
-                    let result = process_media(store, opts, &row);
+                    let result = worker.process_media(&row);
                     if done_tx.send((row, result)).is_err() {
                         // The collector is gone: stop, and keep draining.
                         stop.store(true, Ordering::Relaxed);
@@ -216,22 +345,23 @@ pub fn upload(cache: &mut Cache, store: &dyn ObjectStore, opts: &Options) -> Res
         let mut pending: Vec<(String, String, bool)> = Vec::new();
         let mut last_flush = Instant::now();
         let mut record = |pending: &mut Vec<(String, String, bool)>| -> Result<()> {
-            if !opts.dry_run {
+            if !opts.dry_run && !pending.is_empty() {
+                faults::point("before-mark");
                 cache.set_deleted(pending)?;
             }
             pending.clear();
             Ok(())
         };
         for (row, r) in done_rx.iter() {
-            totals.uploaded_files += r.uploaded_files;
-            totals.uploaded_bytes += r.uploaded_bytes;
-            totals.already_present_files += r.present_files;
-            totals.deleted_files += r.deleted_files;
-            totals.deleted_bytes += r.deleted_bytes;
-            totals.failed_files += r.failed_files;
-            totals.invalid_rows += u64::from(r.invalid);
-            totals.uploaded_media += u64::from(r.uploaded_files > 0);
-            totals.deleted_media += u64::from(r.deleted_files > 0);
+            if let Some(e) = r.fatal {
+                if fatal.is_none() {
+                    stop.store(true, Ordering::Relaxed);
+                    fatal = Some(e);
+                } else {
+                    log::debug!("also: {e}");
+                }
+            }
+            totals.add(&r.t);
             if r.gone {
                 pending.push((row.origin, row.media_id, true));
             }
@@ -242,142 +372,378 @@ pub fn upload(cache: &mut Cache, store: &dyn ObjectStore, opts: &Options) -> Res
                 }
                 last_flush = Instant::now();
             }
-            progress.advance(1, r.uploaded_bytes);
+            progress.advance(1, r.t.uploaded_bytes);
         }
         record(&mut pending)?;
         producer.join().map_err(|_| anyhow!("cache reader thread panicked"))?
     });
     progress.finish();
     outcome?;
+    if let Some(e) = fatal {
+        return Err(anyhow!("stopped: {e}"));
+    }
     Ok(totals)
 }
 
-fn process_media(store: &dyn ObjectStore, opts: &Options, row: &CacheRow) -> MediaResult {
-    let mut result = MediaResult::default();
-    let paths = match row.paths() {
-        Ok(paths) => paths,
-        Err(invalid) => {
-            log::error!("{invalid}");
-            result.invalid = true;
-            return result;
-        }
-    };
-    let (files, skipped) = match media_store::local_files(&opts.base, &paths) {
-        Ok(found) => found,
-        Err(e) => {
-            log::error!("listing files of {}: {e}", paths.original);
-            result.failed_files += 1;
-            return result;
-        }
-    };
-    for s in &skipped {
-        log::warn!("{s}; kept");
-        result.failed_files += 1;
-    }
-    for file in &files {
-        process_file(store, opts, file, &mut result);
-    }
-    // Look again rather than trust the listing: Synapse may have written a
-    // new thumbnail meanwhile.
-    result.gone = !opts.dry_run
-        && skipped.is_empty()
-        && result.deleted_files == files.len() as u64
-        && media_store::any_local_file(&opts.base, &paths).is_ok_and(|present| !present);
-    result
+struct Worker<'a> {
+    media: &'a MediaStore,
+    store: &'a dyn ObjectStore,
+    opts: &'a Options,
+    conflicts: Conflicts<'a>,
+    /// Files modified after this are still being written.
+    settled_before: SystemTime,
 }
 
-fn process_file(store: &dyn ObjectStore, opts: &Options, file: &LocalFile, result: &mut MediaResult) {
-    let path = opts.base.join(&file.rel);
-    let key = format!("{}{}", opts.prefix, file.rel);
-    let digest = match FileDigest::of_file(&path, store.part_size(file.size)) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            log::debug!("{}: removed by someone else meanwhile", file.rel);
-            return;
+/// Why a file was not deleted this time, when that is not a failure.
+enum Kept {
+    /// Done with it: deleted, gone, or nothing to delete.
+    Done,
+    /// Left for the next run, without counting as a failure.
+    Later,
+    /// Counted as a failure or conflict: the media stays open.
+    Failed,
+}
+
+impl Worker<'_> {
+    fn process_media(&self, row: &CacheRow) -> MediaResult {
+        let mut r = MediaResult::default();
+        let paths = match row.paths() {
+            Ok(paths) => paths,
+            Err(invalid) => {
+                log::error!("{invalid}");
+                r.t.invalid_rows += 1;
+                return r;
+            }
+        };
+        let listing = match self.media.files_of(&paths) {
+            Ok(found) => found,
+            Err(e) => {
+                log::error!("listing files of {}: {e}", paths.original);
+                r.t.failed_files += 1;
+                return r;
+            }
+        };
+        for s in &listing.skipped {
+            log::warn!("{s}; kept");
+            r.t.failed_files += 1;
         }
-        Err(e) => {
-            log::error!("reading {}: {e}", path.display());
-            result.failed_files += 1;
-            return;
-        }
-    };
-    let existing = match store.head(&key) {
-        Ok(existing) => existing,
-        Err(e) => {
-            log::error!("{e}");
-            result.failed_files += 1;
-            return;
-        }
-    };
-    let present = existing.map(|info| compare(&digest, &info)).and_then(|verdict| match verdict {
-        Verdict::Different(why) => {
-            log::warn!("{key}: {why}; uploading it again");
-            None
-        }
-        same => Some(same),
-    });
-    let verdict = match present {
-        Some(verdict) => {
-            result.present_files += 1;
-            verdict
-        }
-        None if opts.dry_run => {
-            report::line(opts.json, &format!("would upload {} ({})", key, naturalsize(digest.size)));
-            result.uploaded_files += 1;
-            result.uploaded_bytes += digest.size;
-            Verdict::SameContent
-        }
-        None => match store.put(&key, &path, &digest) {
-            Ok(info) => match compare(&digest, &info) {
-                Verdict::Different(why) => {
-                    log::error!("{key}: the stored object does not match after upload ({why}); local file kept");
-                    result.failed_files += 1;
-                    return;
+        let mut all_done = listing.skipped.is_empty();
+        for file in &listing.files {
+            match self.process_file(row, &paths, file, &mut r.t) {
+                Ok(Kept::Done) => {}
+                Ok(Kept::Later | Kept::Failed) => all_done = false,
+                Err(fatal) => {
+                    r.fatal = Some(fatal);
+                    return r;
                 }
-                verdict => {
-                    result.uploaded_files += 1;
-                    result.uploaded_bytes += digest.size;
-                    verdict
+            }
+        }
+        // Look again rather than trust the listing: Synapse may have written
+        // a new thumbnail meanwhile.
+        r.gone = !self.opts.dry_run && all_done && self.media.any_file(&paths).is_ok_and(|present| !present);
+        r
+    }
+
+    /// One file. `Err` only for failures that stop the run.
+    fn process_file(
+        &self,
+        row: &CacheRow,
+        paths: &MediaPaths,
+        file: &LocalFile,
+        t: &mut Totals,
+    ) -> Result<Kept, StoreError> {
+        let opts = self.opts;
+        if file.modified > self.settled_before {
+            log::debug!("{}: modified {} ago; left for the next run", file.rel, ago(file.modified));
+            t.settling_files += 1;
+            return Ok(Kept::Later);
+        }
+        let opened = match self.media.open_file(file) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                log::debug!("{}: removed or replaced meanwhile", file.rel);
+                return Ok(Kept::Later);
+            }
+            Err(e) => {
+                log::error!("opening {}: {e}", file.rel);
+                t.failed_files += 1;
+                return Ok(Kept::Failed);
+            }
+        };
+        let meta = match opened.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                log::error!("{}: {e}", file.rel);
+                t.failed_files += 1;
+                return Ok(Kept::Failed);
+            }
+        };
+        let (size, modified) = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+        if modified > self.settled_before {
+            t.settling_files += 1;
+            return Ok(Kept::Later);
+        }
+        let data = match opened
+            .try_clone()
+            .map_err(|e| StoreError::local(e.to_string()))
+            .and_then(|f| LocalData::of_file(f, size, self.store.part_size(size)))
+        {
+            Ok(d) => d,
+            Err(e) => {
+                log::warn!("{}: {e}; kept for the next run", file.rel);
+                return Ok(Kept::Later);
+            }
+        };
+        let key = format!("{}{}", opts.prefix, file.rel);
+        let existing = match self.store.head(&key) {
+            Ok(existing) => existing,
+            Err(e) => return self.failed(e, t),
+        };
+        let proof = match existing {
+            None => match self.put_and_prove(&key, &data, t)? {
+                Some(proof) => proof,
+                None => return Ok(Kept::Failed),
+            },
+            Some(info) if !info.readable => {
+                log::warn!(
+                    "{key}: the object is in storage class {}, which Synapse cannot read back without a restore; \
+                     the local file is kept",
+                    info.storage_class.as_deref().unwrap_or("?")
+                );
+                t.archived_kept += 1;
+                return Ok(Kept::Later);
+            }
+            Some(info) => match store::compare_existing(self.store, &key, &info, &data) {
+                Err(e) => return self.failed(e, t),
+                Ok(Comparison::Same(proof)) => {
+                    t.already_present_files += 1;
+                    proof
+                }
+                Ok(Comparison::Different(diff)) => {
+                    match self.resolve_conflict(row, paths, file, &key, &info, &data, &diff.to_string(), t)? {
+                        Resolution::Proven(proof) => proof,
+                        Resolution::RemoveLocal => {
+                            return Ok(self.remove(file, &opened, &data, size, modified, None, t));
+                        }
+                        Resolution::Kept => return Ok(Kept::Failed),
+                    }
                 }
             },
-            Err(e) => {
-                log::error!("upload failed, local file kept: {e}");
-                result.failed_files += 1;
-                return;
+        };
+        faults::point("after-verify");
+        if !opts.delete {
+            return Ok(Kept::Done);
+        }
+        if self.store.is_same_file(&key, &opened) {
+            log::error!("{key}: the stored object is the local file itself (store and media store overlap); kept");
+            t.failed_files += 1;
+            return Ok(Kept::Failed);
+        }
+        Ok(self.remove(file, &opened, &data, size, modified, Some(proof), t))
+    }
+
+    /// A failed call: a systematic failure stops the run, anything else
+    /// fails this file.
+    fn failed(&self, e: StoreError, t: &mut Totals) -> Result<Kept, StoreError> {
+        if e.kind.is_systematic() {
+            return Err(e);
+        }
+        log::error!("{e}; local file kept");
+        t.failed_files += 1;
+        Ok(Kept::Failed)
+    }
+
+    /// Upload, then prove the stored bytes (by the answers, else by reading
+    /// back). `Ok(None)`: failed, counted.
+    fn put_and_prove(&self, key: &str, data: &LocalData, t: &mut Totals) -> Result<Option<Proof>, StoreError> {
+        if self.opts.dry_run {
+            report::line(self.opts.json, &format!("would upload {key} ({})", naturalsize(data.digest.size)));
+            t.uploaded_files += 1;
+            t.uploaded_bytes += data.digest.size;
+            return Ok(Some(Proof::Etag));
+        }
+        let proof = match self.store.put(key, data) {
+            Ok(p) => p,
+            Err(e) => return self.failed(e, t).map(|_| None),
+        };
+        faults::point("after-put");
+        t.uploaded_files += 1;
+        t.uploaded_bytes += data.digest.size;
+        if let Some(proof) = proof {
+            return Ok(Some(proof));
+        }
+        match store::verify_read_back(self.store, key, data) {
+            Ok(Comparison::Same(proof)) => Ok(Some(proof)),
+            Ok(Comparison::Different(diff)) => {
+                log::error!("{key}: the stored object does not match after upload ({diff}); local file kept");
+                t.failed_files += 1;
+                Ok(None)
             }
-        },
-    };
-    if verdict == Verdict::SameSize {
-        log::debug!("{key}: verified by size only (the store gives no checksum for it)");
-    }
-    if !opts.delete {
-        return;
-    }
-    if opts.dry_run {
-        report::line(opts.json, &format!("would delete {}", file.rel));
-        result.deleted_files += 1;
-        result.deleted_bytes += digest.size;
-        return;
-    }
-    if !digest.unchanged(&path) {
-        log::warn!("{}: changed while being offloaded; kept for the next run", file.rel);
-        return;
-    }
-    if store.is_same_file(&key, &path) {
-        log::error!("{key}: the stored object is the local file itself (store and media store overlap); kept");
-        result.failed_files += 1;
-        return;
-    }
-    match std::fs::remove_file(&path) {
-        Ok(()) => {
-            result.deleted_files += 1;
-            result.deleted_bytes += digest.size;
-            media_store::prune_empty_dirs(&opts.base, &file.rel);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => result.deleted_files += 1,
-        Err(e) => {
-            log::error!("deleting {}: {e}", path.display());
-            result.failed_files += 1;
+            Err(e) => self.failed(e, t).map(|_| None),
         }
     }
+
+    /// An existing object differs from the local file: never overwrite it
+    /// blindly. See [`Conflicts`].
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_conflict(
+        &self,
+        row: &CacheRow,
+        paths: &MediaPaths,
+        file: &LocalFile,
+        key: &str,
+        info: &ObjectInfo,
+        data: &LocalData,
+        diff: &str,
+        t: &mut Totals,
+    ) -> Result<Resolution, StoreError> {
+        let records = match self.conflicts {
+            Conflicts::Keep => {
+                log::error!(
+                    "{key}: the object in the store differs from the local file ({diff}); both kept. \
+                     `media-offload migrate` decides from the homeserver's record which copy is right; \
+                     --overwrite-mismatched replaces the object with the local file"
+                );
+                t.conflicts += 1;
+                return Ok(Resolution::Kept);
+            }
+            Conflicts::Overwrite => {
+                log::warn!(
+                    "{key}: the object differs from the local file ({diff}); replacing it (--overwrite-mismatched)"
+                );
+                return Ok(self.put_and_prove(key, data, t)?.map_or(Resolution::Kept, Resolution::Proven));
+            }
+            Conflicts::ByRecord(records) => records,
+        };
+        let thumbnail = (file.rel != paths.original).then(|| file.name());
+        let record = match records.record(&row.origin, &row.media_id) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!(
+                    "{key}: the object differs from the local file ({diff}) and the homeserver's record could not be read: {e:#}; both kept"
+                );
+                t.failed_files += 1;
+                return Ok(Resolution::Kept);
+            }
+        };
+        let Some(expected) = record.as_ref().and_then(|r| r.expected(thumbnail)) else {
+            log::error!(
+                "{key}: the object differs from the local file ({diff}), and the homeserver database has no \
+                 recorded length for it; both kept"
+            );
+            t.conflicts += 1;
+            return Ok(Resolution::Kept);
+        };
+        let local_ok = match (data.digest.size == expected.length, expected.sha256) {
+            (false, _) => false,
+            (true, None) => true,
+            (true, Some(want)) => data.sha256().map_err(|e| StoreError::local(format!("{}: {e}", file.rel)))? == want,
+        };
+        let object_ok = match (info.size == expected.length, expected.sha256) {
+            (false, _) => false,
+            (true, None) => true,
+            (true, Some(want)) => match store::read_back(self.store, key) {
+                Ok(Some(r)) => r.size == expected.length && r.sha256 == want,
+                Ok(None) => false,
+                Err(e) => return self.failed(e, t).map(|_| Resolution::Kept),
+            },
+        };
+        let record_text = match expected.sha256 {
+            Some(h) => format!("{} bytes, SHA-256 {}", expected.length, hex::encode(h)),
+            None => format!("{} bytes", expected.length),
+        };
+        match (local_ok, object_ok) {
+            (true, false) => {
+                log::warn!(
+                    "{key}: the object differs from the homeserver's record ({record_text}) and the local file \
+                     matches it ({diff}); uploading the local file again"
+                );
+                let proof = self.put_and_prove(key, data, t)?;
+                if proof.is_some() && !self.opts.dry_run {
+                    t.replaced_objects += 1;
+                }
+                Ok(proof.map_or(Resolution::Kept, Resolution::Proven))
+            }
+            (false, true) => {
+                log::warn!(
+                    "{}: the local copy is damaged ({diff}; the homeserver's record says {record_text}), probably a \
+                     failed or interrupted fetch from the store; removing it so Synapse serves the stored object",
+                    file.rel
+                );
+                Ok(Resolution::RemoveLocal)
+            }
+            _ => {
+                log::error!(
+                    "{key}: the object and the local file differ ({diff}) and the homeserver's record \
+                     ({record_text}) does not tell which is right; both kept"
+                );
+                t.conflicts += 1;
+                Ok(Resolution::Kept)
+            }
+        }
+    }
+
+    /// Delete a local file, if it is still the one that was read. `proof`
+    /// None: a damaged copy the record condemned.
+    #[allow(clippy::too_many_arguments)]
+    fn remove(
+        &self,
+        file: &LocalFile,
+        opened: &std::fs::File,
+        data: &LocalData,
+        size: u64,
+        modified: SystemTime,
+        proof: Option<Proof>,
+        t: &mut Totals,
+    ) -> Kept {
+        if self.opts.dry_run {
+            let what = if proof.is_some() { "delete" } else { "remove the damaged local copy" };
+            report::line(self.opts.json, &format!("would {what} {}", file.rel));
+            match proof {
+                Some(_) => {
+                    t.deleted_files += 1;
+                    t.deleted_bytes += data.digest.size;
+                }
+                None => t.repaired_local_files += 1,
+            }
+            return Kept::Done;
+        }
+        match self.media.unlink_verified(file, opened, size, modified) {
+            Ok(Unlinked::Removed) => {
+                faults::point("after-unlink");
+                match proof {
+                    Some(p) => {
+                        t.deleted_files += 1;
+                        t.deleted_bytes += size;
+                        *t.deleted_by.entry(p.as_str()).or_default() += 1;
+                    }
+                    None => t.repaired_local_files += 1,
+                }
+                if let Some((dir, _)) = file.rel.rsplit_once('/') {
+                    self.media.prune(dir);
+                }
+                Kept::Done
+            }
+            Ok(Unlinked::Gone) => Kept::Done,
+            Ok(Unlinked::Changed) => {
+                log::warn!("{}: changed while being offloaded; kept for the next run", file.rel);
+                Kept::Later
+            }
+            Err(e) => {
+                log::error!("deleting {}: {e}", file.rel);
+                t.failed_files += 1;
+                Kept::Failed
+            }
+        }
+    }
+}
+
+enum Resolution {
+    Proven(Proof),
+    RemoveLocal,
+    Kept,
+}
+
+fn ago(t: SystemTime) -> String {
+    crate::duration::short(Duration::from_secs(SystemTime::now().duration_since(t).map_or(0, |d| d.as_secs())))
 }

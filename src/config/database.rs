@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use serde_yaml_ng::Value;
 
+use super::homeserver::HomeserverConfig;
 use super::{as_mapping, read_yaml, scalar};
 
 /// The homeserver database to read media rows from (one per run: its size
@@ -107,17 +108,42 @@ const IGNORED_KEYWORDS: &[&str] = &[
     "sslnegotiation",
 ];
 
-/// Find the homeserver database the way `s3_media_upload` does.
-/// Returns the settings and a description of where they came from.
-pub fn locate_database(homeserver_config: &Path) -> Result<(DbConfig, String)> {
+/// Find the homeserver database the way `s3_media_upload` does:
+/// `./database.yaml` if it exists, else the `database` section of the
+/// homeserver config. Returns the settings and where they came from.
+pub fn locate_database(config: &HomeserverConfig) -> Result<(DbConfig, String)> {
     let database_yaml = Path::new("database.yaml");
     if database_yaml.is_file() {
         let doc = read_yaml(database_yaml)?;
-        Ok((from_database_yaml(&doc, "database.yaml")?, "./database.yaml".to_owned()))
-    } else {
-        let doc = read_yaml(homeserver_config)?;
-        let origin = homeserver_config.display().to_string();
-        Ok((from_homeserver_yaml(&doc, &origin)?, origin))
+        let source = if config.get("database").is_some() {
+            format!("./database.yaml, which overrides the database section of {}", config.source("database"))
+        } else {
+            "./database.yaml".to_owned()
+        };
+        return Ok((from_database_yaml(&doc, "database.yaml")?, source));
+    }
+    if config.files.is_empty() {
+        bail!("could not find {} (and no ./database.yaml): pass --homeserver-config-path", config.description);
+    }
+    let origin = config.source("database");
+    Ok((from_homeserver_yaml(&config.merged(), &origin)?, origin))
+}
+
+impl DbConfig {
+    /// Which database, for messages (never the password).
+    pub fn describe(&self) -> String {
+        match self {
+            DbConfig::Sqlite { path } => format!("SQLite {}", path.display()),
+            DbConfig::Postgres(s) => {
+                let hosts = if s.hosts.is_empty() { "the default host".to_owned() } else { s.hosts.join(",") };
+                let port = s.ports.first().map_or_else(String::new, |p| format!(":{p}"));
+                format!(
+                    "PostgreSQL database {} as {} on {hosts}{port}",
+                    s.dbname.as_deref().unwrap_or("(the user's)"),
+                    s.user.as_deref().unwrap_or("(the login user)")
+                )
+            }
+        }
     }
 }
 

@@ -5,10 +5,13 @@
 //! environment, systemd credentials or homeserver.yaml.
 //!
 //! ```yaml
-//! homeserver_config_path: /etc/matrix-synapse/homeserver.yaml
+//! homeserver_config_path:            # one path, or a list; folders of *.yaml too
+//!   - /etc/matrix-synapse/homeserver.yaml
+//!   - /etc/matrix-synapse/conf.d
 //! cache_db: /var/lib/media-offload/cache.db
 //! duration: 30d
 //! concurrency: 8
+//! settle_time: 10min              # files modified more recently are left alone
 //! bucket: synapse-media           # overrides homeserver.yaml
 //! purge:
 //!   remote_older_than: 30d
@@ -30,7 +33,8 @@ const SECRET_KEYS: &[&str] = &["access_key_id", "secret_access_key", "session_to
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    pub homeserver_config_path: Option<PathBuf>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub homeserver_config_path: Option<Vec<PathBuf>>,
     pub media_store_path: Option<PathBuf>,
     pub cache_db: Option<PathBuf>,
     /// `migrate`: offload media not accessed for this long (s3_media_upload units).
@@ -42,6 +46,11 @@ pub struct FileConfig {
     pub prefix: Option<String>,
     pub storage_class: Option<String>,
     pub sse_customer_algo: Option<String>,
+    /// `migrate`: leave files modified less than this long ago.
+    pub settle_time: Option<String>,
+    /// `migrate`: allow GLACIER / DEEP_ARCHIVE although Synapse cannot read
+    /// objects of those classes back without a restore.
+    pub allow_archive_storage_class: Option<bool>,
     #[serde(default)]
     pub purge: PurgeConfig,
     #[serde(default)]
@@ -60,6 +69,20 @@ pub struct PurgeConfig {
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
     pub grace_period: Option<String>,
+}
+
+/// A path or a list of paths.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<PathBuf>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    }))
 }
 
 impl FileConfig {
@@ -102,6 +125,9 @@ mod tests {
         assert_eq!(c.purge.remote_older_than.as_deref(), Some("30d"));
         assert_eq!(c.purge.size_gt, Some(10));
         assert_eq!(c.check.grace_period.as_deref(), Some("2h"));
+        assert_eq!(c.homeserver_config_path, Some(vec![PathBuf::from("/etc/hs.yaml")]));
+        let c = FileConfig::parse("homeserver_config_path: [/etc/a.yaml, /etc/conf.d]\n", "c.yaml").unwrap();
+        assert_eq!(c.homeserver_config_path.map(|v| v.len()), Some(2));
         assert_eq!(FileConfig::parse("", "c.yaml").unwrap(), FileConfig::default());
     }
 

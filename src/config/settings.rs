@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow, bail};
 
 use super::file::FileConfig;
-use super::homeserver::HomeserverMedia;
-use super::{DbConfig, Secret, locate_database, read_secret_file, read_yaml};
-use crate::cli::{STORAGE_CLASSES, StoreFlags};
+use super::homeserver::{HomeserverConfig, HomeserverMedia};
+use super::{DbConfig, Secret, locate_database, read_secret_file};
+use crate::cli::StoreFlags;
+use crate::store::STORAGE_CLASSES;
 use crate::store::{Credentials, StoreSettings};
 
 /// Environment variable holding the SSE-C key.
@@ -58,7 +59,8 @@ impl LoadedFile {
 /// Everything a run needs to find the homeserver, its media and the store.
 #[derive(Debug)]
 pub struct Settings {
-    pub homeserver_config_path: PathBuf,
+    /// The homeserver config files read, in order.
+    pub homeserver_config_paths: Vec<PathBuf>,
     pub homeserver: HomeserverMedia,
     pub database: DbConfig,
     pub media_store_path: PathBuf,
@@ -109,29 +111,43 @@ impl Resolver<'_> {
     }
 }
 
+/// The homeserver config paths for a run: `--homeserver-config-path`
+/// (repeatable), else `MEDIA_OFFLOAD_HOMESERVER_CONFIG_PATH`, else the
+/// config file's `homeserver_config_path` (a path or a list), else
+/// `homeserver.yaml`. Returns them with where they came from.
+pub fn homeserver_config_paths(flag: Option<&[PathBuf]>, file: &LoadedFile) -> (Vec<PathBuf>, String) {
+    if let Some(paths) = flag.filter(|p| !p.is_empty()) {
+        return (paths.to_vec(), "--homeserver-config-path".to_owned());
+    }
+    if let Some(v) = env("MEDIA_OFFLOAD_HOMESERVER_CONFIG_PATH") {
+        return (vec![PathBuf::from(v)], "environment MEDIA_OFFLOAD_HOMESERVER_CONFIG_PATH".to_owned());
+    }
+    if let Some(paths) = file.config.homeserver_config_path.clone().filter(|p| !p.is_empty()) {
+        return (paths, file.source("homeserver_config_path"));
+    }
+    (vec![PathBuf::from("homeserver.yaml")], "default".to_owned())
+}
+
+/// Read the homeserver config at `paths`; none of them existing is not an
+/// error here (flags may give everything), only where a setting is needed.
+pub fn read_homeserver_config(paths: &[PathBuf], source: &str) -> Result<HomeserverConfig> {
+    if paths.iter().any(|p| p.exists()) {
+        HomeserverConfig::read(paths)
+    } else {
+        let description = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ");
+        log::debug!("{description} ({source}) does not exist");
+        Ok(HomeserverConfig::missing(&description))
+    }
+}
+
 impl Settings {
     pub fn resolve(flags: &StoreFlags, file: &LoadedFile) -> Result<Self> {
         let cfg = &file.config;
-        let empty = HomeserverMedia::default();
-        let pre = Resolver { file, hs: &empty, credentials_dir: None };
-        let (hs_path, hs_source) = pre
-            .pick(
-                "homeserver_config_path",
-                flags.homeserver_config_path.as_ref().map(|p| p.display().to_string()),
-                cfg.homeserver_config_path.as_ref().map(|p| p.display().to_string()),
-                None,
-            )
-            .unwrap_or_else(|| ("homeserver.yaml".to_owned(), "default".to_owned()));
-        let homeserver_config_path = PathBuf::from(hs_path);
-        let homeserver = if homeserver_config_path.is_file() {
-            let doc = read_yaml(&homeserver_config_path)?;
-            HomeserverMedia::from_yaml(&doc, &homeserver_config_path.display().to_string())?
-        } else {
-            log::debug!("{} ({hs_source}) does not exist", homeserver_config_path.display());
-            HomeserverMedia { origin: homeserver_config_path.display().to_string(), ..Default::default() }
-        };
-        let (database, db_source) = locate_database(&homeserver_config_path)?;
-        log::debug!("homeserver database settings from {db_source}");
+        let (paths, paths_source) = homeserver_config_paths(flags.homeserver_config_path.as_deref(), file);
+        let config = read_homeserver_config(&paths, &paths_source)?;
+        let homeserver = HomeserverMedia::from_config(&config)?;
+        let (database, db_source) = locate_database(&config)?;
+        log::info!("homeserver database: {} (from {db_source})", database.describe());
 
         let r = Resolver {
             file,
@@ -146,14 +162,13 @@ impl Settings {
                 None,
             )
             .or_else(|| {
-                // Synapse resolves a relative path against its working
-                // directory, usually the config's folder.
-                let dir = homeserver_config_path.parent().unwrap_or(Path::new(""));
-                let path = dir.join(homeserver.media_store_path.as_ref()?).display().to_string();
-                log::debug!("media_store_path = {path:?} (from {}: media_store_path)", homeserver.origin);
-                Some((path, String::new()))
+                let path = homeserver.media_store_path.as_ref()?.display().to_string();
+                Some((path, format!("{}: media_store_path", homeserver.media_store_source)))
             })
-            .map(|(p, _)| PathBuf::from(p))
+            .map(|(p, source)| {
+                log::info!("media store: {p} (from {source})");
+                PathBuf::from(p)
+            })
             .ok_or_else(|| {
                 anyhow!(
                     "no media store path: {} has no media_store_path; pass --media-store-path or set media_store_path in the config file",
@@ -179,9 +194,19 @@ impl Settings {
                 log::debug!("no bucket configured: no object store");
                 None
             }
-            Some((bucket, _)) => Some(Self::store(&r, flags, cfg, bucket)?),
+            Some((bucket, source)) => {
+                log::info!("object store: {bucket} (from {source})");
+                Some(Self::store(&r, flags, cfg, bucket)?)
+            }
         };
-        Ok(Self { homeserver_config_path, homeserver, database, media_store_path, store, concurrency })
+        Ok(Self {
+            homeserver_config_paths: config.files.clone(),
+            homeserver,
+            database,
+            media_store_path,
+            store,
+            concurrency,
+        })
     }
 
     fn store(r: &Resolver<'_>, flags: &StoreFlags, cfg: &FileConfig, bucket: String) -> Result<StoreSettings> {

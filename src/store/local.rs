@@ -1,14 +1,16 @@
 //! A store that is a directory with the media store's relative layout: what
 //! Synapse's own `FileStorageProviderBackend` reads. Objects are written to
-//! a temporary file, synced and renamed into place, so a crash never leaves
-//! a partial object under its final name.
+//! a temporary file, synced and renamed into place, and the folder is
+//! synced after the rename: a crash never leaves a partial object under its
+//! final name, and an object that is not durable is not reported stored.
+//! Its answers prove nothing by themselves: the caller reads objects back.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{FileDigest, Listed, ObjectInfo, ObjectStore, StoreError};
-use crate::media_store::{check_component, prune_empty_dirs};
+use super::{ErrorKind, Etag, Listed, LocalData, ObjectInfo, ObjectStore, Proof, StoreError};
+use crate::media_store::check_component;
 
 pub struct LocalStore {
     root: PathBuf,
@@ -29,11 +31,27 @@ impl LocalStore {
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
         let mut path = self.root.clone();
         for piece in key.split('/').filter(|p| !p.is_empty()) {
-            check_component(piece).map_err(|why| StoreError(format!("key {key:?}: {why}")))?;
+            check_component(piece).map_err(|why| StoreError::new(ErrorKind::Invalid, format!("key {key:?}: {why}")))?;
             path.push(piece);
         }
         Ok(path)
     }
+
+    /// Remove the folders above `key` that a deletion left empty, up to
+    /// (not including) the store's root and the media layout's top level.
+    fn prune(&self, key: &str) {
+        let mut dir = Path::new(key).parent();
+        while let Some(d) = dir.filter(|d| d.components().count() > 1) {
+            if fs::remove_dir(self.root.join(d)).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 impl ObjectStore for LocalStore {
@@ -45,38 +63,50 @@ impl ObjectStore for LocalStore {
         let path = self.path_of(key)?;
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => {
-                // The directory can tell the content: read it back.
-                let digest = FileDigest::of_file(&path, None)
-                    .map_err(|e| StoreError(format!("reading {}: {e}", path.display())))?;
-                Ok(Some(ObjectInfo { size: digest.size, md5: Some(digest.md5) }))
+                Ok(Some(ObjectInfo { size: m.len(), etag: Etag::Opaque, storage_class: None, readable: true }))
             }
-            Ok(_) => Err(StoreError(format!("{} is not a regular file", path.display()))),
+            Ok(_) => Err(StoreError::new(ErrorKind::Invalid, format!("{} is not a regular file", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError(format!("{}: {e}", path.display()))),
+            Err(e) => Err(StoreError::local(format!("{}: {e}", path.display()))),
         }
     }
 
-    fn is_same_file(&self, key: &str, path: &Path) -> bool {
+    fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
+        let path = self.path_of(key)?;
+        let mut file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::local(format!("reading {}: {e}", path.display()))),
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(|e| StoreError::local(format!("reading {}: {e}", path.display())))?;
+            if n == 0 {
+                return Ok(true);
+            }
+            sink(&buf[..n])?;
+        }
+    }
+
+    fn is_same_file(&self, key: &str, file: &fs::File) -> bool {
         use std::os::unix::fs::MetadataExt;
         let Ok(target) = self.path_of(key) else { return false };
-        match (fs::metadata(target), fs::metadata(path)) {
+        match (fs::metadata(target), file.metadata()) {
             (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
             _ => false,
         }
     }
 
-    fn put(&self, key: &str, source: &Path, _digest: &FileDigest) -> Result<ObjectInfo, StoreError> {
+    fn put(&self, key: &str, data: &LocalData) -> Result<Option<Proof>, StoreError> {
         let target = self.path_of(key)?;
-        let dir = target.parent().expect("a key has a parent under the root");
-        let io = |what: &str, e: std::io::Error| StoreError(format!("{what} {}: {e}", target.display()));
+        let dir = target.parent().expect("a key has a parent under the root").to_owned();
+        let io = |what: &str, e: std::io::Error| StoreError::local(format!("{what} {}: {e}", target.display()));
         if !dir.is_dir() {
-            fs::create_dir_all(dir).map_err(|e| io("creating the folder of", e))?;
+            fs::create_dir_all(&dir).map_err(|e| io("creating the folder of", e))?;
             // Make the new folders themselves durable, up to the root.
             let mut d = dir.parent();
             while let Some(p) = d.filter(|p| p.starts_with(&self.root)) {
-                if let Ok(f) = fs::File::open(p) {
-                    let _ = f.sync_all();
-                }
+                sync_dir(p).map_err(|e| io("syncing the folders of", e))?;
                 d = p.parent();
             }
         }
@@ -85,21 +115,19 @@ impl ObjectStore for LocalStore {
         // by a killed run is simply overwritten by the next.
         let tmp = dir.join(format!(".{name}.media-offload.tmp"));
         let result = (|| -> Result<(), StoreError> {
-            let mut from = fs::File::open(source).map_err(|e| io("reading the source of", e))?;
             let mut to = fs::File::create(&tmp).map_err(|e| io("creating", e))?;
-            std::io::copy(&mut from, &mut to).map_err(|e| io("writing", e))?;
+            data.content
+                .for_each_chunk(0, data.digest.size, |chunk| to.write_all(chunk).map_err(|e| io("writing", e)))?;
             to.flush().and_then(|_| to.sync_all()).map_err(|e| io("syncing", e))?;
             fs::rename(&tmp, &target).map_err(|e| io("renaming into", e))?;
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
+            // Without this the rename may not survive a power loss: the put
+            // has not happened until the folder says so.
+            sync_dir(&dir).map_err(|e| io("syncing the folder of", e))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result?;
-        self.head(key)?.ok_or_else(|| StoreError(format!("{} vanished after writing", target.display())))
+        result.map(|()| None)
     }
 
     fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError> {
@@ -112,10 +140,10 @@ impl ObjectStore for LocalStore {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError(format!("listing {}: {e}", dir.display()))),
+                Err(e) => return Err(StoreError::local(format!("listing {}: {e}", dir.display()))),
             };
             let mut names: Vec<_> = entries
-                .map(|e| e.map_err(|e| StoreError(format!("listing {}: {e}", dir.display()))))
+                .map(|e| e.map_err(|e| StoreError::local(format!("listing {}: {e}", dir.display()))))
                 .collect::<Result<_, _>>()?;
             names.sort_by_key(|e| e.file_name());
             for entry in names.into_iter().rev() {
@@ -138,11 +166,11 @@ impl ObjectStore for LocalStore {
         let path = self.path_of(key)?;
         match fs::remove_file(&path) {
             Ok(()) => {
-                prune_empty_dirs(&self.root, key);
+                self.prune(key);
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError(format!("deleting {}: {e}", path.display()))),
+            Err(e) => Err(StoreError::local(format!("deleting {}: {e}", path.display()))),
         }
     }
 }

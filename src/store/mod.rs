@@ -1,15 +1,28 @@
 //! Object stores behind one small trait: S3-compatible services and a
 //! local directory with the same layout.
 //!
+//! A store does five things (head, put, read, list, delete) and says what
+//! its answers prove. Whether an object holds the same bytes as a local
+//! file is decided here, once, for every store ([`compare_existing`],
+//! [`verify_read_back`]): by a checksum the store itself computed (a plain
+//! MD5 ETag, a multipart ETag recomputed from the part MD5s, the store's
+//! check of our Content-MD5 on receipt) or by reading the object back.
+//! Never by size alone, and never by metadata nobody checked.
+//!
 //! The trait is synchronous; the S3 store owns the async runtime it needs.
 
+use std::fmt;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::bail;
+use bytes::Bytes;
 use md5::{Digest as _, Md5};
+use sha2::Sha256;
 
 use crate::config::Secret;
 use local::LocalStore;
@@ -18,31 +31,158 @@ use s3::{S3Store, SseCustomerKey};
 pub mod local;
 pub mod s3;
 
+/// Storage classes the S3 API defines.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "OUTPOSTS",
+    "GLACIER_IR",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+];
+
+/// Classes whose objects must be restored before anyone (Synapse
+/// included) can read them.
+pub const ARCHIVE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
+
+/// What kind of failure a store call met. Callers act on the kind: the
+/// systematic ones stop a run at once instead of failing every file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No such object (where one was expected).
+    NotFound,
+    /// The bucket or container does not exist.
+    NoBucket,
+    /// Credentials refused, access denied.
+    Denied,
+    /// No credentials were found at all.
+    NoCredentials,
+    /// The service cannot be reached (connection refused, name not
+    /// resolved, connect timeout), after retries.
+    Unreachable,
+    /// Told to slow down, after retries.
+    Throttled,
+    /// A server error or a broken connection, after retries.
+    Transient,
+    /// The store refused our Content-MD5: the bytes it received are not the
+    /// ones we hashed.
+    BadDigest,
+    /// The object's storage class makes it unreadable without a restore.
+    Archived,
+    /// The store answered, but not in a way we can use.
+    Invalid,
+    /// Reading or writing a local file (a directory store, the source file).
+    Local,
+}
+
+impl ErrorKind {
+    /// Failures that every further call would meet too.
+    pub fn is_systematic(self) -> bool {
+        matches!(self, Self::NoBucket | Self::Denied | Self::NoCredentials | Self::Unreachable)
+    }
+}
+
+/// A store failure, with enough text to act on (never a secret).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    pub fn local(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Local, message)
+    }
+}
+
+/// What the store computed of an object's content, as its ETag says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Etag {
+    /// The MD5 of the content (a single-part upload, no SSE-C or KMS).
+    Md5([u8; 16]),
+    /// A multipart upload's ETag: the MD5 of the concatenated part MD5s,
+    /// and the number of parts.
+    Multipart { md5: [u8; 16], parts: u32 },
+    /// Nothing we can check content against (SSE-C, KMS, other formats).
+    Opaque,
+}
+
 /// What a store says about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub size: u64,
-    /// MD5 of the content, where the store can tell: a checksum we stored
-    /// with the object, or the ETag of a plain single-part upload.
-    pub md5: Option<[u8; 16]>,
+    pub etag: Etag,
+    /// The storage class, where the store reports one.
+    pub storage_class: Option<String>,
+    /// False when the object cannot be read without a restore first
+    /// (GLACIER, DEEP_ARCHIVE, an archive tier of INTELLIGENT_TIERING).
+    pub readable: bool,
 }
 
-/// A store failure, with enough text to act on (never a secret).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+/// How a stored object was proven to hold a local file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proof {
+    /// The object's ETag is the MD5 of its content and equals the file's.
+    Etag,
+    /// A multipart ETag recomputed from the file's part MD5s; or, for our
+    /// own multipart upload, every part's ETag equal to its part's MD5.
+    PartEtags,
+    /// The store checked the Content-MD5 we sent and accepted the body
+    /// (only counted where a deliberately wrong digest was seen refused).
+    ContentMd5,
+    /// The object was read back and its MD5 equals the file's.
+    ReadBack,
+}
+
+impl Proof {
+    pub const ALL: [Proof; 4] = [Proof::Etag, Proof::PartEtags, Proof::ContentMd5, Proof::ReadBack];
+
+    /// The name used in summaries and `--json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proof::Etag => "etag",
+            Proof::PartEtags => "part_etags",
+            Proof::ContentMd5 => "content_md5",
+            Proof::ReadBack => "read_back",
+        }
+    }
+
+    /// For summary lines: "by ETag", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            Proof::Etag => "the object's MD5 ETag",
+            Proof::PartEtags => "its multipart ETag recomputed from the file's parts",
+            Proof::ContentMd5 => "the store's check of the Content-MD5 sent",
+            Proof::ReadBack => "reading the object back",
+        }
+    }
+}
 
 pub trait ObjectStore: Send + Sync {
     /// For logs: `s3://bucket (endpoint)` or the directory.
     fn describe(&self) -> String;
     /// The object at `key`, or `None` if there is none.
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
-    /// Store the file at `key` and return what the store now holds there.
-    fn put(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<ObjectInfo, StoreError>;
-    /// Whether the object at `key` is the local file at `path` itself (a
+    /// Store `data` at `key`. Returns how the store's answers prove it now
+    /// holds exactly those bytes, or `None` if they prove nothing (the
+    /// caller then reads the object back).
+    fn put(&self, key: &str, data: &LocalData) -> Result<Option<Proof>, StoreError>;
+    /// Stream the object's content to `sink`; `Ok(false)` if there is none.
+    fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError>;
+    /// Whether the object at `key` is the local file `file` itself (a
     /// directory store overlapping the media store). Deleting it then would
     /// delete the only copy.
-    fn is_same_file(&self, _key: &str, _path: &Path) -> bool {
+    fn is_same_file(&self, _key: &str, _file: &File) -> bool {
         false
     }
     /// Part size if a file of `size` bytes goes up in parts.
@@ -61,6 +201,7 @@ pub trait ObjectStore: Send + Sync {
 pub struct Listed {
     pub key: String,
     pub size: u64,
+    /// None when the store did not say: such an object is never taken as old.
     pub modified: Option<SystemTime>,
 }
 
@@ -158,11 +299,104 @@ pub fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-/// Size, modification time and checksums of a local file, read in one pass.
+/// Files up to this size are read into memory once: hashed and uploaded
+/// from the same buffer.
+pub const IN_MEMORY_LIMIT: u64 = 1024 * 1024;
+
+/// A local file's bytes, as a store reads them: a buffer (small files) or
+/// the open file itself, read by offset (so parts can go up concurrently
+/// and a retry can start again), never by path.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Bytes(Bytes),
+    File(Arc<File>),
+}
+
+impl Content {
+    /// Read up to `buf.len()` bytes at `offset`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        match self {
+            Content::Bytes(b) => {
+                let start = (offset as usize).min(b.len());
+                let n = buf.len().min(b.len() - start);
+                buf[..n].copy_from_slice(&b[start..start + n]);
+                Ok(n)
+            }
+            Content::File(f) => f.read_at(buf, offset),
+        }
+    }
+
+    /// Feed `len` bytes from `offset` to `each`, in chunks.
+    pub fn for_each_chunk(
+        &self,
+        offset: u64,
+        len: u64,
+        mut each: impl FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if let Content::Bytes(b) = self {
+            let start = (offset as usize).min(b.len());
+            let end = (start + len as usize).min(b.len());
+            return each(&b[start..end]);
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        let (mut at, end) = (offset, offset + len);
+        while at < end {
+            let want = ((end - at) as usize).min(buf.len());
+            let n = self.read_at(&mut buf[..want], at).map_err(|e| StoreError::local(format!("reading: {e}")))?;
+            if n == 0 {
+                return Err(StoreError::local("the file got shorter while being read"));
+            }
+            each(&buf[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A local file ready to go to a store: its content and checksums.
+#[derive(Debug, Clone)]
+pub struct LocalData {
+    pub content: Content,
+    pub digest: FileDigest,
+}
+
+impl LocalData {
+    /// Read an open file: into memory if small (one read serves hash and
+    /// upload), else hashed by offset, whole and per part of `part_size`.
+    pub fn of_file(file: File, size: u64, part_size: Option<u64>) -> Result<Self, StoreError> {
+        let content = if size <= IN_MEMORY_LIMIT {
+            let mut buf = Vec::with_capacity(size as usize);
+            (&file).take(IN_MEMORY_LIMIT + 1).read_to_end(&mut buf).map_err(|e| StoreError::local(e.to_string()))?;
+            Content::Bytes(Bytes::from(buf))
+        } else {
+            Content::File(Arc::new(file))
+        };
+        let digest = FileDigest::of(&content, size, part_size)?;
+        Ok(Self { content, digest })
+    }
+
+    pub fn from_bytes(data: Vec<u8>, part_size: Option<u64>) -> Self {
+        let size = data.len() as u64;
+        let content = Content::Bytes(Bytes::from(data));
+        let digest = FileDigest::of(&content, size, part_size).expect("memory reads do not fail");
+        Self { content, digest }
+    }
+
+    /// The SHA-256 of the content (what Synapse records as `sha256`).
+    pub fn sha256(&self) -> Result<[u8; 32], StoreError> {
+        let mut hash = Sha256::new();
+        self.content.for_each_chunk(0, self.digest.size, |chunk| {
+            hash.update(chunk);
+            Ok(())
+        })?;
+        Ok(hash.finalize().into())
+    }
+}
+
+/// Size and checksums of a local file, read in one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigest {
     pub size: u64,
-    pub modified: Option<SystemTime>,
     pub md5: [u8; 16],
     /// MD5 of each part, when the file is uploaded in parts.
     pub part_md5s: Vec<[u8; 16]>,
@@ -170,26 +404,17 @@ pub struct FileDigest {
 }
 
 impl FileDigest {
-    /// Read the file once, streaming, computing the whole-file MD5 and
-    /// (with `part_size`) each part's MD5.
-    pub fn of_file(path: &Path, part_size: Option<u64>) -> std::io::Result<Self> {
-        let mut file = File::open(path)?;
-        let meta = file.metadata()?;
+    /// One streaming pass over `size` bytes of `content`: the whole-file
+    /// MD5 and (with `part_size`) each part's MD5. A file that is shorter
+    /// or longer than `size` (being written) is an error.
+    pub fn of(content: &Content, size: u64, part_size: Option<u64>) -> Result<Self, StoreError> {
         let part_size = part_size.unwrap_or(0);
         let mut whole = Md5::new();
         let mut part = Md5::new();
         let mut in_part = 0u64;
         let mut part_md5s = Vec::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            let mut chunk = &buf[..n];
+        content.for_each_chunk(0, size, |mut chunk| {
             whole.update(chunk);
-            size += n as u64;
             while part_size > 0 && !chunk.is_empty() {
                 let take = chunk.len().min((part_size - in_part) as usize);
                 part.update(&chunk[..take]);
@@ -200,50 +425,158 @@ impl FileDigest {
                     in_part = 0;
                 }
             }
-        }
+            Ok(())
+        })?;
         if part_size > 0 && in_part > 0 {
             part_md5s.push(part.finalize().into());
         }
-        Ok(Self { size, modified: meta.modified().ok(), md5: whole.finalize().into(), part_md5s, part_size })
-    }
-
-    /// Whether the file on disk still looks like the one that was read.
-    pub fn unchanged(&self, path: &Path) -> bool {
-        std::fs::symlink_metadata(path)
-            .is_ok_and(|m| m.is_file() && m.len() == self.size && m.modified().ok() == self.modified)
-    }
-}
-
-/// How a stored object compares with a local file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Same size and the same checksum.
-    SameContent,
-    /// Same size; the store cannot tell the content's checksum.
-    SameSize,
-    Different(String),
-}
-
-impl Verdict {
-    pub fn is_match(&self) -> bool {
-        !matches!(self, Verdict::Different(_))
-    }
-}
-
-pub fn compare(local: &FileDigest, remote: &ObjectInfo) -> Verdict {
-    if remote.size != local.size {
-        return Verdict::Different(format!("object has {} bytes, local file {}", remote.size, local.size));
-    }
-    match remote.md5 {
-        Some(md5) if md5 == local.md5 => Verdict::SameContent,
-        Some(md5) => {
-            Verdict::Different(format!("object MD5 {} differs from local {}", hex::encode(md5), hex::encode(local.md5)))
+        let mut probe = [0u8; 1];
+        if content.read_at(&mut probe, size).map_err(|e| StoreError::local(e.to_string()))? != 0 {
+            return Err(StoreError::local("the file grew while being read"));
         }
-        None => Verdict::SameSize,
+        Ok(Self { size, md5: whole.finalize().into(), part_md5s, part_size })
+    }
+
+    /// The ETag S3 gives a multipart upload of these parts.
+    pub fn multipart_etag(part_md5s: &[[u8; 16]]) -> [u8; 16] {
+        let mut all = Md5::new();
+        for p in part_md5s {
+            all.update(p);
+        }
+        all.finalize().into()
     }
 }
 
-/// Parse 32 hex digits (an ETag or our stored checksum) into an MD5.
+/// Part sizes an uploader may have used to make `parts` parts of `size`
+/// bytes: boto3's and the AWS CLI's 8 MiB first (what s3_media_upload and
+/// most tools use), then whole MiB sizes that give that many parts.
+fn candidate_part_sizes(size: u64, parts: u32) -> Vec<u64> {
+    const MIB: u64 = 1024 * 1024;
+    let parts = u64::from(parts.max(1));
+    let fits = |p: u64| p > 0 && size.div_ceil(p) == parts;
+    let mut out: Vec<u64> =
+        [8 * MIB, 5 * MIB, 16 * MIB, 15 * MIB, 64 * MIB, 100 * MIB].into_iter().filter(|p| fits(*p)).collect();
+    if parts > 1 {
+        // ceil(size/p) == parts  <=>  size/parts <= p < size/(parts-1)
+        let low = size.div_ceil(parts).next_multiple_of(MIB);
+        let high = size.div_ceil(parts - 1);
+        out.extend((0..3).map(|i| low + i * MIB).filter(|p| *p < high && fits(*p)));
+    }
+    out.dedup();
+    out.truncate(8);
+    out
+}
+
+/// How an object compares with a local file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Comparison {
+    /// The same bytes, and how that was proven.
+    Same(Proof),
+    /// Different bytes: sizes, and MD5s where known.
+    Different(Difference),
+}
+
+/// Two copies that are not the same, as a message can show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub object_size: u64,
+    pub object_md5: Option<[u8; 16]>,
+    pub local_size: u64,
+    pub local_md5: [u8; 16],
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let object_md5 = self.object_md5.map_or_else(|| "unknown".to_owned(), hex::encode);
+        write!(
+            f,
+            "object {} bytes, MD5 {object_md5}; local file {} bytes, MD5 {}",
+            self.object_size,
+            self.local_size,
+            hex::encode(self.local_md5)
+        )
+    }
+}
+
+/// What a read-back of an object found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBack {
+    pub size: u64,
+    pub md5: [u8; 16],
+    pub sha256: [u8; 32],
+}
+
+/// Read the object back, hashing it (MD5 and SHA-256). `None` if it is gone.
+pub fn read_back(store: &dyn ObjectStore, key: &str) -> Result<Option<ReadBack>, StoreError> {
+    let (mut md5, mut sha, mut size) = (Md5::new(), Sha256::new(), 0u64);
+    let found = store.read(key, &mut |chunk| {
+        md5.update(chunk);
+        sha.update(chunk);
+        size += chunk.len() as u64;
+        Ok(())
+    })?;
+    Ok(found.then(|| ReadBack { size, md5: md5.finalize().into(), sha256: sha.finalize().into() }))
+}
+
+/// Does the existing object (as `info` describes it) hold exactly `data`?
+/// Decided by its ETag where that is a checksum of the content, else by
+/// recomputing a multipart ETag from the file, else by reading it back.
+pub fn compare_existing(
+    store: &dyn ObjectStore,
+    key: &str,
+    info: &ObjectInfo,
+    data: &LocalData,
+) -> Result<Comparison, StoreError> {
+    let d = &data.digest;
+    let different = |object_md5| {
+        Comparison::Different(Difference { object_size: info.size, object_md5, local_size: d.size, local_md5: d.md5 })
+    };
+    if info.size != d.size {
+        return Ok(different(match info.etag {
+            Etag::Md5(m) => Some(m),
+            _ => None,
+        }));
+    }
+    match info.etag {
+        Etag::Md5(m) if m == d.md5 => return Ok(Comparison::Same(Proof::Etag)),
+        Etag::Md5(m) => return Ok(different(Some(m))),
+        Etag::Multipart { md5, parts } => {
+            for part_size in candidate_part_sizes(d.size, parts) {
+                let part_md5s = if part_size == d.part_size {
+                    d.part_md5s.clone()
+                } else {
+                    FileDigest::of(&data.content, d.size, Some(part_size))?.part_md5s
+                };
+                if part_md5s.len() == parts as usize && FileDigest::multipart_etag(&part_md5s) == md5 {
+                    return Ok(Comparison::Same(Proof::PartEtags));
+                }
+            }
+            log::debug!("{key}: no part size recomputes its multipart ETag; reading it back");
+        }
+        Etag::Opaque => {}
+    }
+    if !info.readable {
+        return Err(StoreError::new(ErrorKind::Archived, format!("{key}: cannot be read back without a restore")));
+    }
+    verify_read_back(store, key, data)
+}
+
+/// Read the object back and compare it with `data`.
+pub fn verify_read_back(store: &dyn ObjectStore, key: &str, data: &LocalData) -> Result<Comparison, StoreError> {
+    let d = &data.digest;
+    match read_back(store, key)? {
+        None => Err(StoreError::new(ErrorKind::NotFound, format!("{key}: the object vanished while being checked"))),
+        Some(r) if r.size == d.size && r.md5 == d.md5 => Ok(Comparison::Same(Proof::ReadBack)),
+        Some(r) => Ok(Comparison::Different(Difference {
+            object_size: r.size,
+            object_md5: Some(r.md5),
+            local_size: d.size,
+            local_md5: d.md5,
+        })),
+    }
+}
+
+/// Parse 32 hex digits (an ETag or a stored checksum) into an MD5.
 pub fn parse_md5(text: &str) -> Option<[u8; 16]> {
     let text = text.trim_matches('"');
     let mut out = [0u8; 16];
@@ -251,24 +584,121 @@ pub fn parse_md5(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// Parse an ETag: `"<32 hex>"` or `"<32 hex>-<parts>"`; anything else is
+/// opaque.
+pub fn parse_etag(text: &str) -> Etag {
+    let text = text.trim_matches('"');
+    match text.split_once('-') {
+        None => parse_md5(text).map_or(Etag::Opaque, Etag::Md5),
+        Some((hex, parts)) => match (parse_md5(hex), parts.parse::<u32>()) {
+            (Some(md5), Ok(parts)) if parts > 0 => Etag::Multipart { md5, parts },
+            _ => Etag::Opaque,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn data(bytes: &[u8], part_size: Option<u64>) -> LocalData {
+        LocalData::from_bytes(bytes.to_vec(), part_size)
+    }
+
     #[test]
-    fn digest_parts_match_whole() {
+    fn digest_parts_match_whole_for_memory_and_file_contents() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let d = FileDigest::of_file(&path, Some(300_000)).unwrap();
-        assert_eq!(d.size, 1_000_000);
-        assert_eq!(d.md5, <[u8; 16]>::from(Md5::digest(&data)));
-        assert_eq!(d.part_md5s.len(), 4);
-        assert_eq!(d.part_md5s[3], <[u8; 16]>::from(Md5::digest(&data[900_000..])));
-        assert!(d.unchanged(&path));
-        std::fs::write(&path, b"x").unwrap();
-        assert!(!d.unchanged(&path));
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let from_file = LocalData::of_file(File::open(&path).unwrap(), bytes.len() as u64, Some(1_000_000)).unwrap();
+        assert!(matches!(from_file.content, Content::File(_)), "over the in-memory limit");
+        let d = &from_file.digest;
+        assert_eq!(d.size, 3_000_000);
+        assert_eq!(d.md5, <[u8; 16]>::from(Md5::digest(&bytes)));
+        assert_eq!(d.part_md5s.len(), 3);
+        assert_eq!(d.part_md5s[2], <[u8; 16]>::from(Md5::digest(&bytes[2_000_000..])));
+        assert_eq!(data(&bytes, Some(1_000_000)).digest, *d);
+        let small = LocalData::of_file(File::open(&path).unwrap(), 3_000_001, None);
+        assert!(small.is_err(), "a file shorter than its size is refused");
+    }
+
+    #[test]
+    fn etags_parse_into_what_they_prove() {
+        let md5 = "d41d8cd98f00b204e9800998ecf8427e";
+        assert!(matches!(parse_etag(&format!("\"{md5}\"")), Etag::Md5(_)));
+        assert!(matches!(parse_etag(&format!("\"{md5}-3\"")), Etag::Multipart { parts: 3, .. }));
+        for opaque in ["", "\"abc\"", &format!("{md5}-x"), &format!("{md5}-0"), "W/\"zz\""] {
+            assert_eq!(parse_etag(opaque), Etag::Opaque, "{opaque}");
+        }
+    }
+
+    #[test]
+    fn part_size_candidates_give_the_part_count() {
+        const MIB: u64 = 1024 * 1024;
+        let size = 50 * MIB + 17;
+        for parts in [1, 3, 7, 11] {
+            let cands = candidate_part_sizes(size, parts);
+            assert!(cands.iter().all(|p| size.div_ceil(*p) == u64::from(parts)), "{parts}: {cands:?}");
+        }
+        assert_eq!(candidate_part_sizes(size, 7)[0], 8 * MIB, "boto3's size first");
+        assert!(!candidate_part_sizes(size, 11).is_empty());
+    }
+
+    struct Fixed(Vec<u8>);
+
+    impl ObjectStore for Fixed {
+        fn describe(&self) -> String {
+            "fixed".into()
+        }
+        fn head(&self, _: &str) -> Result<Option<ObjectInfo>, StoreError> {
+            unimplemented!()
+        }
+        fn put(&self, _: &str, _: &LocalData) -> Result<Option<Proof>, StoreError> {
+            unimplemented!()
+        }
+        fn read(&self, _: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
+            sink(&self.0).map(|()| true)
+        }
+        fn list(&self, _: &str, _: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn delete(&self, _: &str) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn comparison_uses_etag_then_parts_then_read_back() {
+        const MIB: usize = 1024 * 1024;
+        let bytes: Vec<u8> = (0..20 * MIB).map(|i| (i % 253) as u8).collect();
+        let local = data(&bytes, Some(16 * MIB as u64));
+        let store = Fixed(bytes.clone());
+        let info = |etag| ObjectInfo { size: bytes.len() as u64, etag, storage_class: None, readable: true };
+        let same = compare_existing(&store, "k", &info(Etag::Md5(local.digest.md5)), &local).unwrap();
+        assert_eq!(same, Comparison::Same(Proof::Etag));
+        // Uploaded by boto3 in 8 MiB parts: recomputed although we use 16 MiB parts.
+        let boto = FileDigest::of(&local.content, local.digest.size, Some(8 * MIB as u64)).unwrap();
+        let etag = Etag::Multipart { md5: FileDigest::multipart_etag(&boto.part_md5s), parts: 3 };
+        assert_eq!(compare_existing(&store, "k", &info(etag), &local).unwrap(), Comparison::Same(Proof::PartEtags));
+        // Same size, different content under an opaque ETag: read back, different.
+        let mut other = bytes.clone();
+        other[5] ^= 1;
+        let other_store = Fixed(other);
+        assert!(matches!(
+            compare_existing(&other_store, "k", &info(Etag::Opaque), &local).unwrap(),
+            Comparison::Different(Difference { object_md5: Some(_), .. })
+        ));
+        assert_eq!(
+            compare_existing(&store, "k", &info(Etag::Opaque), &local).unwrap(),
+            Comparison::Same(Proof::ReadBack)
+        );
+        // An unknown multipart ETag falls back to reading back.
+        let etag = Etag::Multipart { md5: [7; 16], parts: 3 };
+        assert_eq!(compare_existing(&store, "k", &info(etag), &local).unwrap(), Comparison::Same(Proof::ReadBack));
+        // A different size is different at once.
+        let short = ObjectInfo { size: 5, etag: Etag::Opaque, storage_class: None, readable: true };
+        assert!(matches!(compare_existing(&store, "k", &short, &local).unwrap(), Comparison::Different(_)));
     }
 
     #[test]
@@ -280,19 +710,5 @@ mod tests {
         for bad in ["s3://my-bucket", "my-bucket/media", "file://relative", "https://x/y", ""] {
             assert!(parse_target(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn verdicts() {
-        let d = FileDigest { size: 3, modified: None, md5: [1; 16], part_md5s: vec![], part_size: 0 };
-        assert_eq!(compare(&d, &ObjectInfo { size: 3, md5: Some([1; 16]) }), Verdict::SameContent);
-        assert_eq!(compare(&d, &ObjectInfo { size: 3, md5: None }), Verdict::SameSize);
-        assert!(!compare(&d, &ObjectInfo { size: 4, md5: Some([1; 16]) }).is_match());
-        assert!(!compare(&d, &ObjectInfo { size: 3, md5: Some([2; 16]) }).is_match());
-        assert_eq!(
-            parse_md5("\"d41d8cd98f00b204e9800998ecf8427e\"").map(hex::encode).as_deref(),
-            Some("d41d8cd98f00b204e9800998ecf8427e")
-        );
-        assert_eq!(parse_md5("abc-2"), None);
     }
 }

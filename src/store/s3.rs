@@ -4,8 +4,18 @@
 //! synchronous [`ObjectStore`] trait, so the rest of the program stays
 //! plain threads. Worker threads call `block_on` concurrently, which the
 //! multi-threaded runtime supports.
+//!
+//! What the answers prove: a single-part upload's ETag is the MD5 of the
+//! bytes the server stored, and a multipart upload's parts' ETags are
+//! their parts' MD5s, as long as neither SSE-C nor KMS is in play. Where
+//! they are not, the store proves content only if it checks Content-MD5,
+//! which it is asked once per run (a deliberately wrong digest must be
+//! refused); otherwise the caller reads the object back.
 
-use std::path::Path;
+use std::fs::File;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -16,13 +26,17 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
 use md5::{Digest as _, Md5};
 
-use super::{FileDigest, Listed, ObjectInfo, ObjectStore, StoreError, StoreSettings, parse_md5};
+use super::{
+    ARCHIVE_CLASSES, Content, ErrorKind, Etag, FileDigest, Listed, LocalData, ObjectInfo, ObjectStore, Proof,
+    StoreError, StoreSettings, parse_etag, parse_md5,
+};
 
 /// Files larger than this go up in parts (boto3's default threshold).
 pub const MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
@@ -30,8 +44,11 @@ pub const MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
 const MAX_PARTS: u64 = 10_000;
 /// Parts of one file in flight at once.
 const PART_CONCURRENCY: usize = 4;
-/// User metadata key holding the content MD5 (`x-amz-meta-md5`).
+/// User metadata key holding the content MD5 (`x-amz-meta-md5`), written
+/// for people and other tools; never taken as proof of anything.
 pub const MD5_METADATA: &str = "md5";
+/// Bytes read from a file per body chunk.
+const CHUNK: usize = 256 * 1024;
 
 /// A customer-provided encryption key (SSE-C). `Debug` never shows it.
 #[derive(Clone)]
@@ -58,11 +75,24 @@ impl std::fmt::Debug for SseCustomerKey {
     }
 }
 
+/// Sets the three SSE-C headers on any request builder that has them.
+macro_rules! with_sse {
+    ($builder:expr, $sse:expr) => {
+        $builder
+            .set_sse_customer_algorithm($sse.map(|s| s.algorithm.clone()))
+            .set_sse_customer_key($sse.map(|s| s.key_b64.clone()))
+            .set_sse_customer_key_md5($sse.map(|s| s.key_md5_b64.clone()))
+    };
+}
+
 pub struct S3Store {
     runtime: tokio::runtime::Runtime,
     client: Client,
     settings: StoreSettings,
     sse: Option<SseCustomerKey>,
+    /// Whether the endpoint refuses a body whose Content-MD5 is wrong:
+    /// found out once, the first time an upload's answer proves nothing.
+    checks_content_md5: OnceLock<bool>,
 }
 
 impl S3Store {
@@ -106,7 +136,13 @@ impl S3Store {
         if let Some(url) = &settings.endpoint_url {
             config = config.endpoint_url(url).force_path_style(true);
         }
-        let mut store = Self { runtime, client: Client::from_conf(config.build()), settings: settings.clone(), sse };
+        let mut store = Self {
+            runtime,
+            client: Client::from_conf(config.build()),
+            settings: settings.clone(),
+            sse,
+            checks_content_md5: OnceLock::new(),
+        };
         store.preflight()?;
         Ok(store)
     }
@@ -131,7 +167,8 @@ impl S3Store {
             (Some(404), _) => anyhow::bail!("bucket {bucket:?} does not exist at {}", self.describe()),
             (Some(403), _) => {
                 // Some policies allow object calls but not HeadBucket (or
-                // the credentials are wrong: the object calls will say so).
+                // the credentials are wrong: the first object call says so
+                // and stops the run).
                 log::warn!("HeadBucket on {bucket} was refused (403); going on with the object calls");
                 Ok(())
             }
@@ -143,65 +180,101 @@ impl S3Store {
         StorageClass::from(self.settings.storage_class.as_str())
     }
 
-    /// Whether an ETag from this store is the MD5 of the (part's) content:
-    /// only without SSE-C, and with no server-side encryption or SSE-S3.
-    fn etag_is_md5(&self, sse: Option<&ServerSideEncryption>) -> bool {
-        self.sse.is_none() && matches!(sse, None | Some(ServerSideEncryption::Aes256))
+    /// Whether an ETag from this store is a checksum of the (part's)
+    /// content: only without SSE-C, and with no server-side encryption or
+    /// SSE-S3.
+    fn etag_is_md5(&self, sse: Option<&ServerSideEncryption>, sse_c: bool) -> bool {
+        self.sse.is_none() && !sse_c && matches!(sse, None | Some(ServerSideEncryption::Aes256))
     }
 
-    /// Upload in one PUT; returns the content MD5 the server's ETag proves, if it can.
-    async fn put_single(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<Option<[u8; 16]>, StoreError> {
-        let body = ByteStream::read_from()
-            .path(path)
-            .length(Length::Exact(digest.size))
-            .build()
-            .await
-            .map_err(|e| StoreError(format!("reading {}: {e}", path.display())))?;
-        let sse = self.sse.as_ref();
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.settings.bucket)
-            .key(key)
-            .body(body)
-            .content_length(digest.size as i64)
-            .content_md5(B64.encode(digest.md5))
-            .metadata(MD5_METADATA, hex::encode(digest.md5))
-            .storage_class(self.storage_class())
-            .set_sse_customer_algorithm(sse.map(|s| s.algorithm.clone()))
-            .set_sse_customer_key(sse.map(|s| s.key_b64.clone()))
-            .set_sse_customer_key_md5(sse.map(|s| s.key_md5_b64.clone()))
-            .send()
-            .await
-            .map_err(|e| sdk_error("PUT", key, e))?;
-        // A plain single-part upload's ETag is the content MD5: the server
-        // itself confirms which bytes it stored.
-        Ok(if self.etag_is_md5(out.server_side_encryption()) { out.e_tag().and_then(parse_md5) } else { None })
+    /// Whether the endpoint checks Content-MD5: PUT a small object with a
+    /// deliberately wrong digest. Refused with BadDigest: it checks.
+    /// Stored: it does not (the probe is deleted again).
+    fn content_md5_checked(&self) -> bool {
+        *self.checks_content_md5.get_or_init(|| {
+            let key = format!(
+                "{}media-offload-content-md5-probe-{}-{}",
+                self.settings.prefix,
+                std::process::id(),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+            );
+            let sse = self.sse.as_ref();
+            let request = with_sse!(
+                self.client
+                    .put_object()
+                    .bucket(&self.settings.bucket)
+                    .key(&key)
+                    .body(ByteStream::from_static(b"media-offload probe"))
+                    .content_md5(B64.encode(Md5::digest(b"something else"))),
+                sse
+            );
+            let checks = match self.runtime.block_on(request.send()) {
+                Err(e) if classify(&e) == ErrorKind::BadDigest => true,
+                Ok(_) => {
+                    if let Err(e) = self.delete(&key) {
+                        log::warn!("could not delete the probe object {key}: {e}");
+                    }
+                    false
+                }
+                Err(e) => {
+                    log::debug!("Content-MD5 probe failed ({}); assuming it is not checked", describe_sdk_error(&e));
+                    false
+                }
+            };
+            log::info!(
+                "{} {} Content-MD5 on upload{}",
+                self.describe(),
+                if checks { "checks" } else { "does not check" },
+                if checks { "" } else { ": uploads whose ETag proves nothing are read back" }
+            );
+            checks
+        })
     }
 
-    /// Upload in parts; returns the content MD5 if every part's ETag proves
-    /// its part's MD5.
-    async fn put_multipart(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<Option<[u8; 16]>, StoreError> {
+    /// Upload in one PUT.
+    async fn put_single(&self, key: &str, data: &LocalData) -> Result<(Option<[u8; 16]>, bool), StoreError> {
+        let d = &data.digest;
         let sse = self.sse.as_ref();
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.settings.bucket)
-            .key(key)
-            .metadata(MD5_METADATA, hex::encode(digest.md5))
-            .storage_class(self.storage_class())
-            .set_sse_customer_algorithm(sse.map(|s| s.algorithm.clone()))
-            .set_sse_customer_key(sse.map(|s| s.key_b64.clone()))
-            .set_sse_customer_key_md5(sse.map(|s| s.key_md5_b64.clone()))
-            .send()
-            .await
-            .map_err(|e| sdk_error("CreateMultipartUpload", key, e))?;
+        let out = with_sse!(
+            self.client
+                .put_object()
+                .bucket(&self.settings.bucket)
+                .key(key)
+                .body(body_of(&data.content, 0, d.size))
+                .content_length(d.size as i64)
+                .content_md5(B64.encode(d.md5))
+                .metadata(MD5_METADATA, hex::encode(d.md5))
+                .storage_class(self.storage_class()),
+            sse
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error("PUT", key, e))?;
+        let proves = self.etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm().is_some());
+        Ok((out.e_tag().and_then(parse_md5).filter(|_| proves), proves))
+    }
+
+    /// Upload in parts; true if every part's ETag proved its part's MD5
+    /// and the whole upload's ETag is the one those parts make.
+    async fn put_multipart(&self, key: &str, data: &LocalData) -> Result<bool, StoreError> {
+        let sse = self.sse.as_ref();
+        let created = with_sse!(
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.settings.bucket)
+                .key(key)
+                .metadata(MD5_METADATA, hex::encode(data.digest.md5))
+                .storage_class(self.storage_class()),
+            sse
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error("CreateMultipartUpload", key, e))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| StoreError(format!("CreateMultipartUpload {key}: no upload id in the answer")))?
+            .ok_or_else(|| StoreError::new(ErrorKind::Invalid, format!("CreateMultipartUpload {key}: no upload id")))?
             .to_owned();
-        let result = self.upload_parts(key, path, digest, &upload_id).await;
-        let (parts, proven) = match result {
+        let parts = match self.upload_parts(key, data, &upload_id).await {
             Ok(parts) => parts,
             Err(e) => {
                 // Best effort: leave no billable parts behind.
@@ -216,95 +289,166 @@ impl S3Store {
                 return Err(e);
             }
         };
-        self.client
-            .complete_multipart_upload()
-            .bucket(&self.settings.bucket)
-            .key(key)
-            .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .set_sse_customer_algorithm(sse.map(|s| s.algorithm.clone()))
-            .set_sse_customer_key(sse.map(|s| s.key_b64.clone()))
-            .set_sse_customer_key_md5(sse.map(|s| s.key_md5_b64.clone()))
-            .send()
-            .await
-            .map_err(|e| sdk_error("CompleteMultipartUpload", key, e))?;
-        Ok(proven.then_some(digest.md5))
+        let proven = parts.iter().all(|(_, proven)| *proven);
+        let completed: Vec<CompletedPart> = parts.into_iter().map(|(p, _)| p).collect();
+        let out = with_sse!(
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.settings.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build()),
+            sse
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error("CompleteMultipartUpload", key, e))?;
+        if !proven {
+            return Ok(false);
+        }
+        let want = FileDigest::multipart_etag(&data.digest.part_md5s);
+        match out.e_tag().map(parse_etag) {
+            Some(Etag::Multipart { md5, parts }) if md5 == want && parts as usize == data.digest.part_md5s.len() => {
+                Ok(true)
+            }
+            Some(Etag::Multipart { .. } | Etag::Md5(_)) => Err(StoreError::new(
+                ErrorKind::BadDigest,
+                format!("CompleteMultipartUpload {key}: the store's ETag is not the one the parts sent make"),
+            )),
+            _ => Ok(false),
+        }
     }
 
+    /// Every part, `PART_CONCURRENCY` at a time; each with whether its
+    /// ETag proved its MD5.
     async fn upload_parts(
         &self,
         key: &str,
-        path: &Path,
-        digest: &FileDigest,
+        data: &LocalData,
         upload_id: &str,
-    ) -> Result<(Vec<CompletedPart>, bool), StoreError> {
+    ) -> Result<Vec<(CompletedPart, bool)>, StoreError> {
+        let d = &data.digest;
         let mut tasks = tokio::task::JoinSet::new();
-        let mut parts = Vec::with_capacity(digest.part_md5s.len());
-        for (index, part_md5) in digest.part_md5s.iter().enumerate() {
+        let mut parts = Vec::with_capacity(d.part_md5s.len());
+        for (index, part_md5) in d.part_md5s.iter().enumerate() {
             if tasks.len() >= PART_CONCURRENCY {
                 parts.push(tasks.join_next().await.expect("a task is running")??);
             }
-            let offset = index as u64 * digest.part_size;
-            let length = digest.part_size.min(digest.size - offset);
-            let request = self
-                .client
-                .upload_part()
-                .bucket(&self.settings.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(index as i32 + 1)
-                .content_length(length as i64)
-                .content_md5(B64.encode(part_md5))
-                .set_sse_customer_algorithm(self.sse.as_ref().map(|s| s.algorithm.clone()))
-                .set_sse_customer_key(self.sse.as_ref().map(|s| s.key_b64.clone()))
-                .set_sse_customer_key_md5(self.sse.as_ref().map(|s| s.key_md5_b64.clone()));
-            let (path, key, part_md5) = (path.to_owned(), key.to_owned(), *part_md5);
+            let offset = index as u64 * d.part_size;
+            let length = d.part_size.min(d.size - offset);
+            let request = with_sse!(
+                self.client
+                    .upload_part()
+                    .bucket(&self.settings.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(index as i32 + 1)
+                    .content_length(length as i64)
+                    .content_md5(B64.encode(part_md5))
+                    .body(body_of(&data.content, offset, length)),
+                self.sse.as_ref()
+            );
+            let (key, part_md5, sse_c) = (key.to_owned(), *part_md5, self.sse.is_some());
             tasks.spawn(async move {
-                let body = ByteStream::read_from()
-                    .path(&path)
-                    .offset(offset)
-                    .length(Length::Exact(length))
-                    .build()
-                    .await
-                    .map_err(|e| StoreError(format!("reading {}: {e}", path.display())))?;
-                let out = request.body(body).send().await.map_err(|e| sdk_error("UploadPart", &key, e))?;
+                let out = request.send().await.map_err(|e| sdk_error("UploadPart", &key, e))?;
+                let etag_proves = !sse_c
+                    && out.sse_customer_algorithm().is_none()
+                    && matches!(out.server_side_encryption(), None | Some(ServerSideEncryption::Aes256));
                 let etag_md5 = out.e_tag().and_then(parse_md5);
-                let sse = out.server_side_encryption().cloned();
+                if let Some(stored) = etag_md5.filter(|_| etag_proves)
+                    && stored != part_md5
+                {
+                    return Err(StoreError::new(
+                        ErrorKind::BadDigest,
+                        format!(
+                            "UploadPart {key}: part {} was stored with MD5 {}, sent {}",
+                            index + 1,
+                            hex::encode(stored),
+                            hex::encode(part_md5)
+                        ),
+                    ));
+                }
                 let part = CompletedPart::builder()
                     .part_number(index as i32 + 1)
                     .set_e_tag(out.e_tag().map(str::to_owned))
                     .build();
-                Ok::<_, StoreError>((part, etag_md5, sse, part_md5))
+                Ok::<_, StoreError>((part, etag_proves && etag_md5.is_some()))
             });
         }
         while let Some(done) = tasks.join_next().await {
-            parts.push(done.map_err(|e| StoreError(format!("UploadPart {key}: {e}")))??);
+            parts.push(done??);
         }
-        parts.sort_by_key(|(p, ..)| p.part_number());
-        let mut proven = true;
-        for (part, etag_md5, sse, part_md5) in &parts {
-            if !self.etag_is_md5(sse.as_ref()) {
-                proven = false;
-            } else if let Some(etag_md5) = etag_md5 {
-                if etag_md5 != part_md5 {
-                    return Err(StoreError(format!(
-                        "UploadPart {key}: part {} was stored with MD5 {}, sent {}",
-                        part.part_number().unwrap_or(0),
-                        hex::encode(etag_md5),
-                        hex::encode(part_md5)
-                    )));
-                }
-            } else {
-                proven = false;
+        parts.sort_by_key(|(p, _)| p.part_number());
+        Ok(parts)
+    }
+}
+
+/// A request body reading `len` bytes of `content` from `offset`: the
+/// buffer itself, or the open file by offset. Either can be replayed when
+/// the SDK retries.
+fn body_of(content: &Content, offset: u64, len: u64) -> ByteStream {
+    match content {
+        Content::Bytes(b) => {
+            let start = offset as usize;
+            ByteStream::from(b.slice(start..start + len as usize))
+        }
+        Content::File(file) => {
+            let file = file.clone();
+            ByteStream::new(SdkBody::retryable(move || {
+                SdkBody::from_body_1_x(FileRange { file: file.clone(), offset, left: len })
+            }))
+        }
+    }
+}
+
+/// An http-body reading a range of an open file with `pread`. The file was
+/// just hashed, so its pages are in the page cache and a read is a copy.
+struct FileRange {
+    file: Arc<File>,
+    offset: u64,
+    left: u64,
+}
+
+impl http_body::Body for FileRange {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        use std::os::unix::fs::FileExt;
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let mut buf = vec![0u8; (self.left as usize).min(CHUNK)];
+        let result = match self.file.read_at(&mut buf, self.offset) {
+            Ok(0) => {
+                Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file got shorter while uploading"))
             }
-        }
-        Ok((parts.into_iter().map(|(p, ..)| p).collect(), proven))
+            Ok(n) => {
+                buf.truncate(n);
+                self.offset += n as u64;
+                self.left -= n as u64;
+                Ok(http_body::Frame::data(Bytes::from(buf)))
+            }
+            Err(e) => Err(e),
+        };
+        Poll::Ready(Some(result))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
     }
 }
 
 impl From<tokio::task::JoinError> for StoreError {
     fn from(e: tokio::task::JoinError) -> Self {
-        StoreError(format!("upload task failed: {e}"))
+        StoreError::new(ErrorKind::Invalid, format!("upload task failed: {e}"))
     }
 }
 
@@ -312,7 +456,100 @@ fn sdk_error<E>(op: &str, key: &str, err: SdkError<E, HttpResponse>) -> StoreErr
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
-    StoreError(format!("{op} {key}: {}", describe_sdk_error(&err)))
+    let kind = classify(&err);
+    let hint = match kind {
+        ErrorKind::Denied => ": the credentials, the bucket policy or the SSE-C key are refused",
+        ErrorKind::NoCredentials => {
+            ": no S3 credentials found (looked in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the AWS profile files, \
+             the instance metadata service, and for migrate, purge and check also in $CREDENTIALS_DIRECTORY and \
+             homeserver.yaml)"
+        }
+        _ => "",
+    };
+    StoreError::new(kind, format!("{op} {key}: {}{hint}", describe_sdk_error(&err)))
+}
+
+/// What kind of failure an SDK error is.
+fn classify<E>(err: &SdkError<E, HttpResponse>) -> ErrorKind
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            match (service.err().code(), status) {
+                (Some("BadDigest" | "InvalidDigest"), _) => ErrorKind::BadDigest,
+                (Some("NoSuchBucket"), _) => ErrorKind::NoBucket,
+                (Some("InvalidObjectState"), _) => ErrorKind::Archived,
+                (Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"), _) => {
+                    ErrorKind::Throttled
+                }
+                (Some("NoSuchKey" | "NotFound"), _) | (_, 404) => ErrorKind::NotFound,
+                (_, 401 | 403) => ErrorKind::Denied,
+                (_, 429 | 503) => ErrorKind::Throttled,
+                (_, 500..) => ErrorKind::Transient,
+                _ => ErrorKind::Invalid,
+            }
+        }
+        SdkError::TimeoutError(_) => ErrorKind::Transient,
+        SdkError::ResponseError(_) => ErrorKind::Transient,
+        SdkError::ConstructionFailure(_) => {
+            if chain_text(err).contains("credentials") {
+                ErrorKind::NoCredentials
+            } else {
+                ErrorKind::Invalid
+            }
+        }
+        SdkError::DispatchFailure(failure) => {
+            let text = chain_text(err);
+            if text.contains("no credentials") || text.contains("CredentialsNotLoaded") {
+                ErrorKind::NoCredentials
+            } else if failure.is_user() {
+                ErrorKind::Invalid
+            } else if unreachable(err) {
+                ErrorKind::Unreachable
+            } else {
+                ErrorKind::Transient
+            }
+        }
+        _ => ErrorKind::Invalid,
+    }
+}
+
+/// Whether a failure to send says the service cannot be reached at all:
+/// the connection was refused or could not be made, or the name does not
+/// resolve.
+fn unreachable(err: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as Io;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                Io::ConnectionRefused | Io::AddrNotAvailable | Io::HostUnreachable | Io::NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        let text = c.to_string();
+        if text.contains("dns error") || text.contains("failed to lookup address") || text.contains("tcp connect error")
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut cause = Some(err);
+    while let Some(c) = cause {
+        text.push_str(&c.to_string());
+        text.push_str(": ");
+        cause = c.source();
+    }
+    text
 }
 
 /// One readable line for a failed call. An error answer says its S3 code
@@ -327,6 +564,7 @@ where
     match (service.err().code(), service.err().message()) {
         (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
         (Some(code), None) => format!("{code} (HTTP {status})"),
+        (None, _) if status == 403 => "access denied (HTTP 403)".to_owned(),
         (None, _) => format!("the server answered HTTP {status}"),
     }
 }
@@ -341,46 +579,71 @@ impl ObjectStore for S3Store {
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let sse = self.sse.as_ref();
-        let result = self.runtime.block_on(
-            self.client
-                .head_object()
-                .bucket(&self.settings.bucket)
-                .key(key)
-                .set_sse_customer_algorithm(sse.map(|s| s.algorithm.clone()))
-                .set_sse_customer_key(sse.map(|s| s.key_b64.clone()))
-                .set_sse_customer_key_md5(sse.map(|s| s.key_md5_b64.clone()))
-                .send(),
-        );
+        let result = self
+            .runtime
+            .block_on(with_sse!(self.client.head_object().bucket(&self.settings.bucket).key(key), sse).send());
         let out = match result {
             Ok(out) => out,
             Err(SdkError::ServiceError(e)) if e.err().is_not_found() => return Ok(None),
             Err(e) => return Err(sdk_error("HEAD", key, e)),
         };
-        let stored = out.metadata().and_then(|m| m.get(MD5_METADATA)).and_then(|v| parse_md5(v));
-        // Without our checksum, trust the ETag only where it is the content
-        // MD5: a single-part upload without SSE-C or KMS encryption.
-        let etag = out
-            .e_tag()
-            .filter(|_| out.sse_customer_algorithm().is_none())
-            .filter(|_| self.etag_is_md5(out.server_side_encryption()))
-            .and_then(parse_md5);
-        Ok(Some(ObjectInfo { size: out.content_length().unwrap_or(0).max(0) as u64, md5: stored.or(etag) }))
+        // The ETag is a checksum of the content only without SSE-C or KMS.
+        let etag = if self.etag_is_md5(out.server_side_encryption(), out.sse_customer_algorithm().is_some()) {
+            out.e_tag().map_or(Etag::Opaque, parse_etag)
+        } else {
+            Etag::Opaque
+        };
+        let storage_class = out.storage_class().map(|c| c.as_str().to_owned());
+        let archived_tier = out.archive_status().is_some();
+        let readable = !archived_tier && storage_class.as_deref().is_none_or(|c| !ARCHIVE_CLASSES.contains(&c));
+        Ok(Some(ObjectInfo { size: out.content_length().unwrap_or(0).max(0) as u64, etag, storage_class, readable }))
     }
 
-    fn put(&self, key: &str, path: &Path, digest: &FileDigest) -> Result<ObjectInfo, StoreError> {
-        let proven = if digest.part_md5s.is_empty() {
-            self.runtime.block_on(self.put_single(key, path, digest))?
-        } else {
-            self.runtime.block_on(self.put_multipart(key, path, digest))?
-        };
-        if let Some(md5) = proven {
-            return Ok(ObjectInfo { size: digest.size, md5: Some(md5) });
+    fn put(&self, key: &str, data: &LocalData) -> Result<Option<Proof>, StoreError> {
+        if data.digest.part_md5s.is_empty() {
+            let (etag_md5, etag_proves) = self.runtime.block_on(self.put_single(key, data))?;
+            match etag_md5 {
+                Some(md5) if md5 == data.digest.md5 => return Ok(Some(Proof::Etag)),
+                Some(md5) => {
+                    return Err(StoreError::new(
+                        ErrorKind::BadDigest,
+                        format!(
+                            "PUT {key}: the store's ETag {} is not the MD5 {} of the bytes sent (did the file change?)",
+                            hex::encode(md5),
+                            hex::encode(data.digest.md5)
+                        ),
+                    ));
+                }
+                None if etag_proves => log::debug!("PUT {key}: no usable ETag in the answer"),
+                None => {}
+            }
+        } else if self.runtime.block_on(self.put_multipart(key, data))? {
+            return Ok(Some(Proof::PartEtags));
         }
-        // The answers did not prove the content (SSE-C, KMS): ask the store
-        // for the size. Its `md5` metadata is what we just sent, so it proves
-        // nothing here; the server checked Content-MD5 on receipt.
-        let info = self.head(key)?.ok_or_else(|| StoreError(format!("{key}: object missing right after upload")))?;
-        Ok(ObjectInfo { size: info.size, md5: None })
+        // The answers prove nothing (SSE-C, KMS): the store's own check of
+        // our Content-MD5 does, where it makes one.
+        Ok(self.content_md5_checked().then_some(Proof::ContentMd5))
+    }
+
+    fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
+        let sse = self.sse.as_ref();
+        self.runtime.block_on(async {
+            let request = with_sse!(self.client.get_object().bucket(&self.settings.bucket).key(key), sse);
+            let mut out = match request.send().await {
+                Ok(out) => out,
+                Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(false),
+                Err(e) => return Err(sdk_error("GET", key, e)),
+            };
+            while let Some(chunk) = out
+                .body
+                .try_next()
+                .await
+                .map_err(|e| StoreError::new(ErrorKind::Transient, format!("GET {key}: {e}")))?
+            {
+                sink(&chunk)?;
+            }
+            Ok(true)
+        })
     }
 
     fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError> {
@@ -402,8 +665,17 @@ impl ObjectStore for S3Store {
                 let modified = object.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok());
                 each(Listed { key: key.to_owned(), size: object.size().unwrap_or(0).max(0) as u64, modified })?;
             }
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),
+            match (page.is_truncated(), page.next_continuation_token()) {
+                (Some(true), Some(next)) if !next.is_empty() => token = Some(next.to_owned()),
+                (Some(true), _) => {
+                    return Err(StoreError::new(
+                        ErrorKind::Invalid,
+                        format!(
+                            "LIST {prefix:?}: the store says the listing goes on but gives no continuation token; \
+                             stopping rather than taking a partial listing as whole"
+                        ),
+                    ));
+                }
                 _ => return Ok(()),
             }
         }
@@ -424,5 +696,23 @@ impl ObjectStore for S3Store {
             let min_for_count = size.div_ceil(MAX_PARTS).next_multiple_of(1024 * 1024);
             MULTIPART_THRESHOLD.max(min_for_count)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_connections_and_unknown_names_are_unreachable() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(unreachable(&refused));
+        assert!(!unreachable(&std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+    }
+
+    #[test]
+    fn sse_key_is_never_shown() {
+        let key = SseCustomerKey::new(b"0123456789abcdef0123456789abcdef", "AES256");
+        assert!(!format!("{key:?}").contains("0123"));
     }
 }

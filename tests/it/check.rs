@@ -280,7 +280,7 @@ fn files_and_objects_younger_than_the_grace_period_are_left_alone_even_with_fix(
     let known = hs.add_all((0..4).map(|_| Media::local(&hs.new_id()).with_thumbs()).collect());
     hs.update_db("0s");
     hs.upload(&s3, &["--prefix", PREFIX]).ok();
-    let young_file = hs.add(Media::local(&hs.new_id()).files_only());
+    let young_file = hs.add(Media::local(&hs.new_id()).files_only().created_ms_ago(60_000));
     let old_file = hs.add(Media::local(&hs.new_id()).files_only());
     backdate(&hs, &old_file.original_rel(), Duration::from_secs(2 * 3600));
     // moto stamps objects with the time of the upload: young.

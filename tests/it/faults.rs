@@ -208,7 +208,8 @@ fn of_two_runs_started_together_one_works_and_the_other_exits_75_naming_the_lock
 
     let loser = wait_for_first_exit(&mut runs);
     let out = wait_output(runs.remove(loser), "the run that did not get the lock".into());
-    out.clean_error(75, &["another media-offload run holds the lock", "cache.db.lock"]);
+    let line = out.clean_error(75, &["another media-offload run (pid ", "holds the lock", "cache.db.lock"]);
+    assert!(line.contains(", started "), "the holder's start time: {line}");
     assert!(out.stdout.trim().is_empty(), "the refused run printed a summary: {}", out.describe());
     assert!(hs.local_files() == *hs.generated(), "nothing may move while the winner waits at the gate");
 

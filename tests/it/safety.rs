@@ -16,39 +16,53 @@ fn one_media(size: usize) -> (Homeserver, Media) {
 
 // ------------------------------------------------------ verified delete ---
 
+/// An existing object that differs from the local file: plain `upload`
+/// has no record to decide by, so it keeps both, names the conflict and
+/// exits 3; the object is never replaced.
+#[track_caller]
+fn conflict_keeps_both(hs: &Homeserver, s3: &S3, m: &Media, object: &[u8]) {
+    let key = m.original_rel();
+    let out = hs.upload(s3, &["--delete"]).status(3);
+    assert_eq!(out.j("conflicts"), 1, "{}", out.describe());
+    assert_eq!(out.j("deleted_files"), 0);
+    let line = out.stderr_line_with("differs from the local file");
+    assert!(line.contains(&key) && line.contains("migrate") && line.contains("--overwrite-mismatched"), "{line}");
+    assert!(line.contains(&md5_hex(hs.content(&key))), "the local MD5 is named: {line}");
+    hs.assert_local_intact(m);
+    assert_eq!(s3.get(&key).as_deref(), Some(object), "the object was replaced");
+    assert_eq!(cache_known_deleted(&hs.cache_db(), "", &m.media_id), Some(false));
+}
+
 #[test]
-fn existing_object_of_the_wrong_size_is_overwritten_before_the_local_file_is_deleted() {
+fn an_existing_object_of_another_size_is_a_conflict_and_both_are_kept() {
     let (hs, m) = one_media(5000);
     let s3 = S3::new();
-    let key = m.original_rel();
-    s3.put(&key, b"truncated", &[]);
-    let out = hs.upload(&s3, &["--delete"]).ok();
+    s3.put(&m.original_rel(), b"truncated", &[]);
+    conflict_keeps_both(&hs, &s3, &m, b"truncated");
+}
+
+#[test]
+fn an_existing_object_of_the_same_size_and_another_md5_etag_is_a_conflict() {
+    // a single-part object's ETag is its MD5: the difference is proven
+    // without downloading it, whatever metadata claims
+    let (hs, m) = one_media(5000);
+    let s3 = S3::new();
+    let wrong = content_for("something else", 5000);
+    let local_md5 = md5_hex(hs.content(&m.original_rel()));
+    s3.put(&m.original_rel(), &wrong, &[("md5", &local_md5)]);
+    conflict_keeps_both(&hs, &s3, &m, &wrong);
+}
+
+#[test]
+fn overwrite_mismatched_replaces_the_object_and_then_offloads() {
+    let (hs, m) = one_media(5000);
+    let s3 = S3::new();
+    s3.put(&m.original_rel(), b"truncated", &[]);
+    let out = hs.upload(&s3, &["--delete", "--overwrite-mismatched"]).ok();
     hs.assert_offloaded(&m, &Dest::S3(&s3), "");
     assert_eq!(out.j("uploaded_files"), 1, "{}", out.describe());
-    assert_eq!(out.j("already_present_files"), 0);
-}
-
-#[test]
-fn existing_object_of_the_same_size_with_a_different_md5_is_overwritten() {
-    let (hs, m) = one_media(5000);
-    let s3 = S3::new();
-    let key = m.original_rel();
-    let wrong = content_for("something else", 5000);
-    s3.put(&key, &wrong, &[("md5", &md5_hex(&wrong))]);
-    let out = hs.upload(&s3, &["--delete"]).ok();
-    hs.assert_offloaded(&m, &Dest::S3(&s3), "");
-    assert_eq!(out.j("uploaded_files"), 1);
-}
-
-#[test]
-fn existing_object_of_the_same_size_without_md5_metadata_is_checked_by_its_etag() {
-    // a single-part object's ETag is its MD5, so the mismatch is knowable
-    let (hs, m) = one_media(5000);
-    let s3 = S3::new();
-    let key = m.original_rel();
-    s3.put(&key, &content_for("something else", 5000), &[]);
-    hs.upload(&s3, &["--delete"]).ok();
-    hs.assert_offloaded(&m, &Dest::S3(&s3), "");
+    assert_eq!(out.j("conflicts"), 0);
+    out.stderr_line_with("--overwrite-mismatched");
 }
 
 #[test]
@@ -80,7 +94,7 @@ fn identical_object_uploaded_by_the_python_tool_lets_the_local_copy_go() {
 }
 
 #[test]
-fn directory_store_overwrites_a_wrong_file_and_keeps_an_identical_one_untouched() {
+fn directory_store_keeps_a_differing_file_and_an_identical_one_untouched() {
     let mut hs = Homeserver::sqlite();
     let wrong = hs.add(Media::local(&hs.new_id()).size(3000));
     let same = hs.add(Media::local(&hs.new_id()).size(3000));
@@ -93,20 +107,20 @@ fn directory_store_overwrites_a_wrong_file_and_keeps_an_identical_one_untouched(
         std::fs::write(&p, data).unwrap();
         p
     };
-    put(&wrong.original_rel(), &content_for("other", 3000));
+    let other = content_for("other", 3000);
+    put(&wrong.original_rel(), &other);
     let same_path = put(&same.original_rel(), hs.content(&same.original_rel()));
     let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     File::options().write(true).open(&same_path).unwrap().set_modified(old).unwrap();
 
-    hs.upload_dir(&archive, &["--delete"]).ok();
+    let out = hs.upload_dir(&archive, &["--delete"]).status(3);
+    assert_eq!(out.j("conflicts"), 1);
     let dest = Dest::Dir(archive.clone());
-    hs.assert_offloaded(&wrong, &dest, "");
+    hs.assert_local_intact(&wrong);
+    assert_eq!(dest.get(&wrong.original_rel()).unwrap(), other, "the differing file was replaced");
     hs.assert_offloaded(&same, &dest, "");
-    assert_eq!(
-        std::fs::metadata(&same_path).unwrap().modified().unwrap(),
-        old,
-        "the identical file must not have been rewritten"
-    );
+    assert_eq!(out.json()["deleted_by"]["read_back"], 1, "a directory store is read back: {}", out.describe());
+    assert_eq!(std::fs::metadata(&same_path).unwrap().modified().unwrap(), old, "the identical file was rewritten");
 }
 
 // -------------------------------------------------------------- dry run ---
@@ -132,8 +146,10 @@ fn dry_run_changes_no_file_no_object_and_no_cache_row() {
     let cache = cache_dump(&hs.cache_db());
     let cache_bytes = std::fs::read(hs.cache_db()).unwrap();
 
-    let out = hs.upload(&s3, &["--delete", "--dry-run"]).ok();
+    // the wrong object is a conflict (exit 3), in a dry run too
+    let out = hs.upload(&s3, &["--delete", "--dry-run"]).status(3);
     assert_eq!(out.json()["dry_run"], true);
+    assert_eq!(out.j("conflicts"), 1);
     assert!(hs.local_files() == files, "dry run deleted or changed local files");
     assert!(s3.objects() == objects, "dry run changed objects");
     assert_eq!(cache_dump(&hs.cache_db()), cache);

@@ -16,9 +16,13 @@ pub struct TestEnv {
     pub s3_endpoint: String,
     /// The reference tool `s3_media_upload` (synapse-s3-storage-provider 1.7.0).
     pub python_tool: PathBuf,
+    /// `http://127.0.0.1:PORT` of s3s-fs, an S3 server that checks Content-MD5.
+    pub s3s_endpoint: String,
+    /// An unprivileged user for media stores that a run as root must respect.
+    pub owner: String,
 }
 
-const HOW_TO_RUN: &str = "these end-to-end tests need PostgreSQL, moto_server and the Python \
+const HOW_TO_RUN: &str = "these end-to-end tests need PostgreSQL, moto_server, s3s-fs and the Python \
 reference tool started by scripts/test-services.sh: run the whole suite with `scripts/test.sh` \
 (or run `scripts/test-services.sh` and `. target/test-services/env` before `cargo test`)";
 
@@ -44,6 +48,8 @@ pub fn test_env() -> &'static TestEnv {
             pg_ca: PathBuf::from(var("MO_TEST_PG_CA")),
             s3_endpoint: var("MO_TEST_S3_ENDPOINT"),
             python_tool: PathBuf::from(var("MO_TEST_PYTHON_TOOL")),
+            s3s_endpoint: var("MO_TEST_S3S_ENDPOINT"),
+            owner: var("MO_TEST_OWNER"),
         };
         assert!(
             env.s3_endpoint.starts_with("http://127.0.0.1:"),

@@ -56,6 +56,14 @@ impl S3 {
         s3
     }
 
+    /// A new empty bucket on s3s-fs, which checks Content-MD5 (moto does not).
+    pub fn new_s3s() -> S3 {
+        let bucket = format!("mo-test-{}", unique_suffix());
+        let s3 = S3::existing(&test_env().s3s_endpoint, &bucket);
+        s3.create_bucket(&bucket);
+        s3
+    }
+
     /// A helper for an existing bucket reached through `endpoint`.
     pub fn existing(endpoint: &str, bucket: &str) -> S3 {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -281,7 +281,19 @@ impl Homeserver {
             id_state: std::cell::Cell::new(id_state | 1),
         };
         hs.write_default_homeserver_yaml();
+        // A live homeserver: it received an event just now.
+        hs.sql(&format!(
+            "INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier, received_ts, \
+             stream_ordering) VALUES (1, '$live', 'm.room.message', '!room:test.example', TRUE, FALSE, {}, 1);",
+            now_ms()
+        ));
         hs
+    }
+
+    /// Makes the database look abandoned `age_ms` ago: its newest event
+    /// was received then (its media rows are as old as the tests made them).
+    pub fn last_event_ago(&self, age_ms: i64) {
+        self.sql(&format!("UPDATE events SET received_ts = {};", now_ms() - age_ms));
     }
 
     /// (Re)writes homeserver.yaml pointing at this homeserver's database
@@ -563,11 +575,15 @@ impl Homeserver {
         for (name, s) in &m.thumbs {
             sizes.push((format!("{}/{name}", m.thumb_dir_rel()), *s));
         }
+        // Synapse wrote the files when it stored the media: they are as old
+        // as the media (so past any settle time, unless the media is new).
+        let written = std::time::SystemTime::now() - std::time::Duration::from_millis(m.created_age_ms.max(0) as u64);
         for (rel, size) in sizes {
             let data = content_for(&rel, size);
             let p = self.media.join(&rel);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(&p, &data).unwrap();
+            set_mtime(&p, written);
             self.files.insert(rel, data);
         }
     }
@@ -621,11 +637,27 @@ impl Homeserver {
         out
     }
 
-    /// Puts a generated file back (as if Synapse fetched it again).
+    /// Puts a generated file back (as if Synapse fetched it again), written
+    /// an hour ago (past the settle time).
     pub fn restore(&self, rel: &str) {
+        self.restore_written(rel, std::time::Duration::from_secs(3600));
+    }
+
+    /// Puts a generated file back, written `ago` ago.
+    pub fn restore_written(&self, rel: &str, ago: std::time::Duration) {
         let p = self.media.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, self.content(rel)).unwrap();
+        std::fs::write(&p, self.content(rel)).unwrap();
+        set_mtime(&p, std::time::SystemTime::now() - ago);
+    }
+
+    /// Writes `data` at `rel` in the media store (a damaged or different
+    /// copy of a generated file), written `ago` ago.
+    pub fn overwrite(&self, rel: &str, data: &[u8], ago: std::time::Duration) {
+        let p = self.media.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+        set_mtime(&p, std::time::SystemTime::now() - ago);
     }
 
     /// Removes a local file (as if Synapse or an admin deleted it).
@@ -650,6 +682,11 @@ impl Homeserver {
             assert!(!self.exists(&rel), "{rel} should have been deleted locally");
         }
     }
+}
+
+/// Sets a file's modification time.
+pub fn set_mtime(path: &Path, t: std::time::SystemTime) {
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {

@@ -6,7 +6,8 @@
 //! `authenticated`; 91/01_media_hash.sql: `sha256`; 74/01: the
 //! `event_stream_ordering` of memberships, without its foreign key to
 //! `events`, which is not here; `participant` of memberships; 76-78: the
-//! profile's `full_user_id`, NOT NULL since 78/01).
+//! profile's `full_user_id`, NOT NULL since 78/01). Also `events`, whose
+//! newest `received_ts` tells a live database from one left behind.
 
 /// PostgreSQL flavour.
 pub const SYNAPSE_MEDIA_SCHEMA_POSTGRES: &str = r#"
@@ -111,6 +112,26 @@ ALTER TABLE room_memberships ADD COLUMN event_stream_ordering BIGINT;
 ALTER TABLE room_memberships ADD COLUMN participant BOOLEAN DEFAULT FALSE;
 ALTER TABLE profiles ADD COLUMN full_user_id TEXT;
 ALTER TABLE profiles ADD CONSTRAINT full_user_id_not_null CHECK (full_user_id IS NOT NULL);
+CREATE TABLE events (
+    topological_ordering bigint NOT NULL,
+    event_id text NOT NULL,
+    type text NOT NULL,
+    room_id text NOT NULL,
+    content text,
+    unrecognized_keys text,
+    processed boolean NOT NULL,
+    outlier boolean NOT NULL,
+    depth bigint DEFAULT 0 NOT NULL,
+    origin_server_ts bigint,
+    received_ts bigint,
+    sender text,
+    contains_url boolean,
+    instance_name text,
+    stream_ordering bigint,
+    state_key text,
+    rejection_reason text
+);
+CREATE UNIQUE INDEX events_stream_ordering ON events USING btree (stream_ordering);
 "#;
 
 /// SQLite flavour.
@@ -148,4 +169,5 @@ CREATE UNIQUE INDEX room_stats_state_room ON room_stats_state(room_id);
 ALTER TABLE room_memberships ADD COLUMN event_stream_ordering BIGINT;
 ALTER TABLE room_memberships ADD COLUMN participant BOOLEAN DEFAULT FALSE;
 CREATE TABLE IF NOT EXISTS "profiles" ( full_user_id text NOT NULL, user_id text, displayname text, avatar_url text, UNIQUE (full_user_id), UNIQUE (user_id) );
+CREATE TABLE events( stream_ordering INTEGER PRIMARY KEY, topological_ordering BIGINT NOT NULL, event_id TEXT NOT NULL, type TEXT NOT NULL, room_id TEXT NOT NULL, content TEXT, unrecognized_keys TEXT, processed BOOL NOT NULL, outlier BOOL NOT NULL, depth BIGINT DEFAULT 0 NOT NULL, origin_server_ts BIGINT, received_ts BIGINT, sender TEXT, contains_url BOOLEAN, instance_name TEXT, state_key TEXT DEFAULT NULL, rejection_reason TEXT DEFAULT NULL, UNIQUE (event_id) );
 "#;

@@ -1,0 +1,695 @@
+//! File access in the media store, relative to directory descriptors.
+//!
+//! The store's top-level folders are opened once (they may be symlinks:
+//! admins split disks that way). Everything below them is resolved beneath
+//! those descriptors with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
+//! (or, where the kernel or a seccomp filter refuses openat2, one
+//! `openat(O_NOFOLLOW)` per component, which is as strict): a symlink
+//! anywhere below the top level is an error, never followed, even if it
+//! was swapped in a moment ago. A file is hashed and uploaded from the
+//! descriptor it was opened as, and unlinked relative to its folder's
+//! descriptor after checking that the name still refers to the same,
+//! unchanged file. So whoever can write the media store cannot make a run
+//! (as root, say) read or delete anything outside it.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+use super::{MediaPaths, TOP_LEVEL, check_component};
+
+/// A media store directory, opened.
+pub struct MediaStore {
+    base: PathBuf,
+    root: rustix::fd::OwnedFd,
+    /// The four top-level folders, opened on first use.
+    tops: [OnceLock<Arc<rustix::fd::OwnedFd>>; 4],
+}
+
+/// A regular file of a media, as found by a listing.
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    /// Relative path with `/` separators (the object key without prefix).
+    pub rel: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    dir: Arc<rustix::fd::OwnedFd>,
+    name: String,
+    dev: u64,
+    ino: u64,
+}
+
+impl LocalFile {
+    /// The file name (the last component of `rel`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Something in the store that is not a regular file where one was expected.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub rel: String,
+    pub why: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rel, self.why)
+    }
+}
+
+/// A media's files on disk.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub files: Vec<LocalFile>,
+    /// Symlinks and other oddities: reported, never followed.
+    pub skipped: Vec<Skipped>,
+}
+
+/// What an unlink found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlinked {
+    Removed,
+    /// Someone else removed it first.
+    Gone,
+    /// The name now refers to another file, or the file changed: kept.
+    Changed,
+}
+
+/// Whether openat2 can be used: 0 not tried yet, 1 yes, 2 no.
+static OPENAT2: AtomicU8 = AtomicU8::new(0);
+
+fn errno_io(e: Errno, rel: &str) -> io::Error {
+    let e = io::Error::from(e);
+    io::Error::new(e.kind(), format!("{rel}: {e}"))
+}
+
+fn is_absent(e: Errno) -> bool {
+    e == Errno::NOENT || e == Errno::NOTDIR
+}
+
+/// A symlink on the way (ELOOP with RESOLVE_NO_SYMLINKS or O_NOFOLLOW),
+/// or a path that would leave the folder (EXDEV with RESOLVE_BENEATH).
+fn is_refused_link(e: Errno) -> bool {
+    e == Errno::LOOP || e == Errno::XDEV
+}
+
+fn modified(st: &Stat) -> SystemTime {
+    let (secs, nanos) = (st.st_mtime, st.st_mtime_nsec as u32);
+    if secs >= 0 { SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nanos) } else { SystemTime::UNIX_EPOCH }
+}
+
+fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+/// Open `rest` (components below `dir`, already validated) beneath `dir`
+/// without following any symlink.
+fn open_beneath(dir: &rustix::fd::OwnedFd, rest: &str, flags: OFlags) -> Result<rustix::fd::OwnedFd, Errno> {
+    // RESOLVE_NO_SYMLINKS refuses a symlink in every component, the last
+    // included (ELOOP); O_NOFOLLOW with O_DIRECTORY would say ENOTDIR.
+    let flags = flags | OFlags::CLOEXEC;
+    if OPENAT2.load(Ordering::Relaxed) != 2 {
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(dir, rest, flags, Mode::empty(), resolve) {
+            Err(Errno::NOSYS | Errno::PERM) if OPENAT2.load(Ordering::Relaxed) == 0 => {
+                log::debug!("openat2 is not available; resolving paths one component at a time");
+                OPENAT2.store(2, Ordering::Relaxed);
+            }
+            other => {
+                OPENAT2.store(1, Ordering::Relaxed);
+                return other;
+            }
+        }
+    }
+    let mut pieces = rest.split('/').peekable();
+    let mut current: Option<rustix::fd::OwnedFd> = None;
+    while let Some(piece) = pieces.next() {
+        let at = current.as_ref().unwrap_or(dir);
+        let last = pieces.peek().is_none();
+        let f = if last { flags } else { OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC };
+        match rustix::fs::openat(at, piece, f | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => current = Some(fd),
+            // O_NOFOLLOW | O_DIRECTORY on a symlink says ENOTDIR: tell a
+            // symlink from a file that is in the way.
+            Err(Errno::NOTDIR) => {
+                let link = rustix::fs::statat(at, piece, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| file_type(&st) == FileType::Symlink);
+                return Err(if link { Errno::LOOP } else { Errno::NOTDIR });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    current.ok_or(Errno::INVAL)
+}
+
+impl MediaStore {
+    /// Open the media store at `base`. A path that is not a folder is
+    /// refused; so is one with none of Synapse's top-level folders while
+    /// there are rows to judge against it (a typo must not mark every
+    /// media as deleted).
+    pub fn open(base: &Path, has_rows: bool) -> anyhow::Result<Self> {
+        let root = rustix::fs::open(base, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| match e {
+                Errno::NOTDIR => anyhow::anyhow!("media store {} is not a directory", base.display()),
+                e => anyhow::anyhow!("media store {}: {}", base.display(), io::Error::from(e)),
+            })?;
+        let store = Self { base: base.to_owned(), root, tops: Default::default() };
+        store.ensure_layout(has_rows)?;
+        Ok(store)
+    }
+
+    /// Refuse a folder with none of Synapse's top-level folders while there
+    /// are rows to judge against it.
+    pub fn ensure_layout(&self, has_rows: bool) -> anyhow::Result<()> {
+        if has_rows && !TOP_LEVEL.iter().any(|top| self.top(top).is_ok_and(|t| t.is_some())) {
+            anyhow::bail!(
+                "{} does not look like a Synapse media store (none of {} inside); check the media store path",
+                self.base.display(),
+                TOP_LEVEL.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Owner (uid, gid) of the store's folder.
+    pub fn owner(&self) -> io::Result<(u32, u32)> {
+        let st = rustix::fs::fstat(&self.root)?;
+        Ok((st.st_uid, st.st_gid))
+    }
+
+    /// A top-level folder, opened (following a symlink) on first use;
+    /// `None` while it does not exist.
+    fn top(&self, name: &str) -> io::Result<Option<Arc<rustix::fd::OwnedFd>>> {
+        let index = TOP_LEVEL.iter().position(|t| *t == name).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: not a top-level folder of a media store"))
+        })?;
+        if let Some(fd) = self.tops[index].get() {
+            return Ok(Some(fd.clone()));
+        }
+        match rustix::fs::openat(&self.root, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        {
+            Ok(fd) => Ok(Some(self.tops[index].get_or_init(|| Arc::new(fd)).clone())),
+            Err(e) if is_absent(e) => Ok(None),
+            Err(e) => Err(errno_io(e, name)),
+        }
+    }
+
+    /// The folder `rel_dir` (e.g. `local_content/ab/cd`). `Ok(None)` when it
+    /// does not exist; an error with ELOOP when a symlink is on the way.
+    fn dir(&self, rel_dir: &str) -> Result<Option<Arc<rustix::fd::OwnedFd>>, Errno> {
+        let (top, rest) = rel_dir.split_once('/').unwrap_or((rel_dir, ""));
+        let top = match self.top(top) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e.raw_os_error().map_or(Errno::IO, Errno::from_raw_os_error)),
+        };
+        if rest.is_empty() {
+            return Ok(Some(top));
+        }
+        match open_beneath(&top, rest, OFlags::RDONLY | OFlags::DIRECTORY) {
+            Ok(fd) => Ok(Some(Arc::new(fd))),
+            Err(e) if is_absent(e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The regular file `name` in `dir`, if it is one.
+    fn entry(
+        &self,
+        dir: &Arc<rustix::fd::OwnedFd>,
+        rel_dir: &str,
+        name: &str,
+        listing: &mut Listing,
+    ) -> io::Result<()> {
+        let rel = format!("{rel_dir}/{name}");
+        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(e) if is_absent(e) => return Ok(()),
+            Err(e) => return Err(errno_io(e, &rel)),
+        };
+        match file_type(&st) {
+            FileType::RegularFile => listing.files.push(LocalFile {
+                rel,
+                size: st.st_size.max(0) as u64,
+                modified: modified(&st),
+                dir: dir.clone(),
+                name: name.to_owned(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+            }),
+            FileType::Directory => log::debug!("{rel}: a folder where a file belongs; ignored"),
+            FileType::Symlink => listing.skipped.push(Skipped { rel, why: "is a symlink; not followed".into() }),
+            _ => listing.skipped.push(Skipped { rel, why: "not a regular file".into() }),
+        }
+        Ok(())
+    }
+
+    /// The media's files: the original and every regular file in its
+    /// thumbnail folder, sorted. Symlinked folders and files, and other
+    /// oddities, are in `skipped`.
+    pub fn files_of(&self, paths: &MediaPaths) -> io::Result<Listing> {
+        let mut listing = Listing::default();
+        let (original_dir, original_name) = paths.original.rsplit_once('/').expect("media paths have folders");
+        match self.dir(original_dir) {
+            Ok(Some(dir)) => self.entry(&dir, original_dir, original_name, &mut listing)?,
+            Ok(None) => {}
+            Err(e) if is_refused_link(e) => listing
+                .skipped
+                .push(Skipped { rel: original_dir.to_owned(), why: "a symlink on the way; not followed".into() }),
+            Err(e) => return Err(errno_io(e, original_dir)),
+        }
+        let thumbs = &paths.thumbnail_dir;
+        let dir = match self.dir(thumbs) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Ok(listing),
+            Err(e) if is_refused_link(e) => {
+                listing.skipped.push(Skipped { rel: thumbs.clone(), why: "a symlink on the way; not followed".into() });
+                return Ok(listing);
+            }
+            Err(e) => return Err(errno_io(e, thumbs)),
+        };
+        for name in read_names(&dir, thumbs)? {
+            match name {
+                Ok(name) => self.entry(&dir, thumbs, &name, &mut listing)?,
+                Err(raw) => listing.skipped.push(Skipped {
+                    rel: format!("{thumbs}/{raw}"),
+                    why: "file name is not valid UTF-8 or not a plain name".into(),
+                }),
+            }
+        }
+        listing.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        Ok(listing)
+    }
+
+    /// Whether anything of the media is still on local disk, by the rule
+    /// `upload` lists files with: an original of any kind, or an entry
+    /// other than a folder in the thumbnail folder. A symlink on the way
+    /// counts as present, so its media stays open (and reported by
+    /// `upload`) instead of being hidden.
+    pub fn any_file(&self, paths: &MediaPaths) -> io::Result<bool> {
+        let (original_dir, original_name) = paths.original.rsplit_once('/').expect("media paths have folders");
+        match self.dir(original_dir) {
+            Ok(Some(dir)) => match rustix::fs::statat(&dir, original_name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(_) => return Ok(true),
+                Err(e) if is_absent(e) => {}
+                Err(e) => return Err(errno_io(e, &paths.original)),
+            },
+            Ok(None) => {}
+            Err(e) if is_refused_link(e) => return Ok(true),
+            Err(e) => return Err(errno_io(e, original_dir)),
+        }
+        let dir = match self.dir(&paths.thumbnail_dir) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Ok(false),
+            Err(e) if is_refused_link(e) => return Ok(true),
+            Err(e) => return Err(errno_io(e, &paths.thumbnail_dir)),
+        };
+        let mut entries = rustix::fs::Dir::read_from(&*dir).map_err(|e| errno_io(e, &paths.thumbnail_dir))?;
+        while let Some(entry) = entries.read() {
+            let entry = entry.map_err(|e| errno_io(e, &paths.thumbnail_dir))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let is_dir = match entry.file_type() {
+                FileType::Unknown => rustix::fs::statat(&*dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| file_type(&st) == FileType::Directory),
+                t => t == FileType::Directory,
+            };
+            if !is_dir {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether `rel` is a regular file, resolved beneath the store.
+    pub fn has_file(&self, rel: &str) -> io::Result<bool> {
+        let Some((dir_rel, name)) = rel.rsplit_once('/') else { return Ok(false) };
+        match self.dir(dir_rel) {
+            Ok(Some(dir)) => match rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Ok(file_type(&st) == FileType::RegularFile),
+                Err(e) if is_absent(e) => Ok(false),
+                Err(e) => Err(errno_io(e, rel)),
+            },
+            Ok(None) => Ok(false),
+            Err(e) if is_refused_link(e) => Ok(false),
+            Err(e) => Err(errno_io(e, dir_rel)),
+        }
+    }
+
+    /// Open a listed file for reading, beneath its folder's descriptor.
+    /// `Ok(None)` if it is gone or is no longer the file that was listed.
+    pub fn open_file(&self, file: &LocalFile) -> io::Result<Option<File>> {
+        // O_NONBLOCK: a FIFO swapped in for the file must not block the run.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&*file.dir, file.name.as_str(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if is_absent(e) || e == Errno::LOOP => return Ok(None),
+            Err(e) => return Err(errno_io(e, &file.rel)),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| errno_io(e, &file.rel))?;
+        if file_type(&st) != FileType::RegularFile || st.st_dev != file.dev || st.st_ino != file.ino {
+            return Ok(None);
+        }
+        Ok(Some(File::from(fd)))
+    }
+
+    /// Unlink `file`, which was opened as `opened` and hashed at `size`
+    /// bytes and `modified`, relative to its folder's descriptor: only if
+    /// the name still refers to that file and the file is unchanged.
+    pub fn unlink_verified(
+        &self,
+        file: &LocalFile,
+        opened: &File,
+        size: u64,
+        modified: SystemTime,
+    ) -> io::Result<Unlinked> {
+        let now = rustix::fs::fstat(opened).map_err(|e| errno_io(e, &file.rel))?;
+        if now.st_size.max(0) as u64 != size || self::modified(&now) != modified {
+            return Ok(Unlinked::Changed);
+        }
+        match rustix::fs::statat(&*file.dir, file.name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_dev == now.st_dev && st.st_ino == now.st_ino => {}
+            Ok(_) => return Ok(Unlinked::Changed),
+            Err(e) if is_absent(e) => return Ok(Unlinked::Gone),
+            Err(e) => return Err(errno_io(e, &file.rel)),
+        }
+        match rustix::fs::unlinkat(&*file.dir, file.name.as_str(), AtFlags::empty()) {
+            Ok(()) => Ok(Unlinked::Removed),
+            Err(e) if is_absent(e) => Ok(Unlinked::Gone),
+            Err(e) => Err(errno_io(e, &file.rel)),
+        }
+    }
+
+    /// Remove a media's files (original and thumbnails) and the folders
+    /// that leaves empty, without any check: for media whose rows are gone.
+    /// Returns the files and bytes removed; a symlink or other oddity stops
+    /// it (the rest is left for `check`).
+    pub fn remove_media(&self, paths: &MediaPaths) -> io::Result<(u64, u64)> {
+        let listing = self.files_of(paths)?;
+        if let Some(s) = listing.skipped.first() {
+            return Err(io::Error::other(format!("{s}; left in place")));
+        }
+        let (mut count, mut bytes) = (0, 0);
+        for file in &listing.files {
+            match rustix::fs::unlinkat(&*file.dir, file.name.as_str(), AtFlags::empty()) {
+                Ok(()) => {
+                    count += 1;
+                    bytes += file.size;
+                }
+                Err(e) if is_absent(e) => {}
+                Err(e) => return Err(errno_io(e, &file.rel)),
+            }
+        }
+        self.prune(&paths.thumbnail_dir);
+        self.prune(paths.original.rsplit_once('/').map_or("", |(d, _)| d));
+        Ok((count, bytes))
+    }
+
+    /// Remove one regular file by its relative path (an orphan `check
+    /// --fix` found); false if it was not there. Its emptied folders go too.
+    pub fn remove_rel(&self, rel: &str) -> io::Result<bool> {
+        let Some((dir_rel, name)) = rel.rsplit_once('/') else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{rel}: not below a top-level folder")));
+        };
+        check_component(name).map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, format!("{rel}: {why}")))?;
+        let dir = match self.dir(dir_rel) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(errno_io(e, dir_rel)),
+        };
+        match rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if file_type(&st) == FileType::RegularFile => {}
+            Ok(_) => return Err(io::Error::other(format!("{rel}: not a regular file; left in place"))),
+            Err(e) if is_absent(e) => return Ok(false),
+            Err(e) => return Err(errno_io(e, rel)),
+        }
+        match rustix::fs::unlinkat(&*dir, name, AtFlags::empty()) {
+            Ok(()) => {
+                self.prune(dir_rel);
+                Ok(true)
+            }
+            Err(e) if is_absent(e) => Ok(false),
+            Err(e) => Err(errno_io(e, rel)),
+        }
+    }
+
+    /// Remove `rel_dir` if it is empty, then each folder above it that is
+    /// left empty; never the store's top-level folders.
+    pub fn prune(&self, rel_dir: &str) {
+        let mut dir = rel_dir;
+        while let Some((parent, name)) = dir.rsplit_once('/') {
+            let Ok(Some(parent_fd)) = self.dir(parent) else { break };
+            if rustix::fs::unlinkat(&*parent_fd, name, AtFlags::REMOVEDIR).is_err() {
+                break; // not empty, already gone, or not ours to remove
+            }
+            dir = parent;
+        }
+    }
+
+    /// Visit every entry below the four top-level folders, depth first in
+    /// name order, never following a symlink. Folders are descended into,
+    /// not visited.
+    pub fn walk(&self, each: &mut dyn FnMut(Walked) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        for top in TOP_LEVEL {
+            let Some(fd) = self.top(top)? else { continue };
+            self.walk_dir(&fd, top, each)?;
+        }
+        Ok(())
+    }
+
+    fn walk_dir(
+        &self,
+        dir: &rustix::fd::OwnedFd,
+        rel_dir: &str,
+        each: &mut dyn FnMut(Walked) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut names = Vec::new();
+        for name in read_names(dir, rel_dir)? {
+            match name {
+                Ok(name) => names.push(name),
+                Err(raw) => each(Walked { rel: format!("{rel_dir}/{raw}"), what: WalkedKind::Other })?,
+            }
+        }
+        names.sort();
+        for name in names {
+            let rel = format!("{rel_dir}/{name}");
+            let st = match rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(e) if is_absent(e) => continue,
+                Err(e) => return Err(errno_io(e, &rel).into()),
+            };
+            match file_type(&st) {
+                FileType::Directory => {
+                    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                    match rustix::fs::openat(dir, name.as_str(), flags, Mode::empty()) {
+                        Ok(child) => self.walk_dir(&child, &rel, each)?,
+                        Err(e) if is_absent(e) || e == Errno::LOOP => continue,
+                        Err(e) => return Err(errno_io(e, &rel).into()),
+                    }
+                }
+                FileType::RegularFile => {
+                    each(Walked {
+                        rel,
+                        what: WalkedKind::File { size: st.st_size.max(0) as u64, modified: modified(&st) },
+                    })?;
+                }
+                _ => each(Walked { rel, what: WalkedKind::Other })?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Take an exclusive lock on the media store itself (`flock` on its
+    /// folder), so that two runs with different state files still cannot
+    /// work on one store at once. `Ok(None)` if another process holds it.
+    pub fn try_lock(&self, wait: bool) -> io::Result<Option<StoreLockGuard>> {
+        let fd = rustix::fs::open(&self.base, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let op = if wait {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::NonBlockingLockExclusive
+        };
+        match rustix::fs::flock(&fd, op) {
+            Ok(()) => Ok(Some(StoreLockGuard { _fd: fd })),
+            Err(Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// (device, inode) of the store's folder, to find a lock's holder.
+    pub fn identity(&self) -> io::Result<(u64, u64)> {
+        let st = rustix::fs::fstat(&self.root)?;
+        Ok((st.st_dev, st.st_ino))
+    }
+}
+
+/// Held while a run works on the store; the lock goes with the process.
+#[derive(Debug)]
+pub struct StoreLockGuard {
+    _fd: rustix::fd::OwnedFd,
+}
+
+/// One entry of [`MediaStore::walk`].
+#[derive(Debug, Clone)]
+pub struct Walked {
+    pub rel: String,
+    pub what: WalkedKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum WalkedKind {
+    File {
+        size: u64,
+        modified: SystemTime,
+    },
+    /// A symlink, a FIFO, a name that is not UTF-8 or not a plain name...
+    Other,
+}
+
+/// The names in a folder: `Ok` for plain UTF-8 names, `Err` (the name,
+/// lossily) for the others.
+fn read_names(dir: &rustix::fd::OwnedFd, rel: &str) -> io::Result<Vec<Result<String, String>>> {
+    let mut entries = rustix::fs::Dir::read_from(dir).map_err(|e| errno_io(e, rel))?;
+    let mut out = Vec::new();
+    while let Some(entry) = entries.read() {
+        let entry = entry.map_err(|e| errno_io(e, rel))?;
+        let bytes = entry.file_name().to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(name) if check_component(name).is_ok() => out.push(Ok(name.to_owned())),
+            _ => out.push(Err(String::from_utf8_lossy(bytes).into_owned())),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media_store::MediaKind;
+
+    fn store_with(files: &[(&str, &[u8])]) -> (tempfile::TempDir, MediaStore) {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, data) in files {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+        let store = MediaStore::open(dir.path(), false).unwrap();
+        (dir, store)
+    }
+
+    fn local(id: &str) -> MediaPaths {
+        MediaPaths::new("", id, id, MediaKind::Local).unwrap()
+    }
+
+    #[test]
+    fn lists_original_and_thumbnails_skipping_symlinks() {
+        let (dir, store) = store_with(&[
+            ("local_content/ab/cd/efgh", b"hello"),
+            ("local_thumbnails/ab/cd/efgh/32-32-image-png-crop", b"t"),
+        ]);
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("local_thumbnails/ab/cd/efgh/evil")).unwrap();
+        let listing = store.files_of(&local("abcdefgh")).unwrap();
+        let rels: Vec<_> = listing.files.iter().map(|f| (f.rel.as_str(), f.size)).collect();
+        assert_eq!(
+            rels,
+            vec![("local_content/ab/cd/efgh", 5), ("local_thumbnails/ab/cd/efgh/32-32-image-png-crop", 1)]
+        );
+        assert_eq!(listing.skipped.len(), 1);
+        assert!(store.any_file(&local("abcdefgh")).unwrap());
+        assert!(!store.any_file(&local("zzzzzzzz")).unwrap());
+    }
+
+    #[test]
+    fn symlinked_folders_below_the_top_level_are_never_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("efgh"), b"not ours").unwrap();
+        let (dir, store) = store_with(&[("local_content/ab/.keep", b"")]);
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("local_content/ab/cd")).unwrap();
+        let listing = store.files_of(&local("abcdefgh")).unwrap();
+        assert!(listing.files.is_empty());
+        assert_eq!(listing.skipped.len(), 1, "{:?}", listing.skipped);
+        assert!(store.any_file(&local("abcdefgh")).unwrap(), "kept open, not marked deleted");
+        assert!(store.remove_rel("local_content/ab/cd/efgh").is_err());
+        assert!(outside.path().join("efgh").exists());
+        // A symlinked top-level folder is fine (admins split disks so).
+        let real = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(real.path().join("ab/cd")).unwrap();
+        std::fs::write(real.path().join("ab/cd/efgh"), b"ours").unwrap();
+        std::fs::remove_dir_all(dir.path().join("local_content")).unwrap();
+        std::os::unix::fs::symlink(real.path(), dir.path().join("local_content")).unwrap();
+        let store = MediaStore::open(dir.path(), true).unwrap();
+        assert_eq!(store.files_of(&local("abcdefgh")).unwrap().files.len(), 1);
+    }
+
+    #[test]
+    fn unlink_only_the_file_that_was_opened_unchanged() {
+        let (dir, store) = store_with(&[("local_content/ab/cd/efgh", b"hello")]);
+        let paths = local("abcdefgh");
+        let file = store.files_of(&paths).unwrap().files.remove(0);
+        let opened = store.open_file(&file).unwrap().unwrap();
+        // Replaced under the same name: not the file we hashed.
+        let path = dir.path().join("local_content/ab/cd/efgh");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"hello").unwrap();
+        assert_eq!(store.unlink_verified(&file, &opened, 5, file.modified).unwrap(), Unlinked::Changed);
+        assert!(path.exists());
+        let file = store.files_of(&paths).unwrap().files.remove(0);
+        let opened = store.open_file(&file).unwrap().unwrap();
+        assert_eq!(store.unlink_verified(&file, &opened, 4, file.modified).unwrap(), Unlinked::Changed, "size");
+        assert_eq!(store.unlink_verified(&file, &opened, 5, file.modified).unwrap(), Unlinked::Removed);
+        assert!(!path.exists());
+        store.prune("local_content/ab/cd");
+        assert!(!dir.path().join("local_content/ab").exists());
+        assert!(dir.path().join("local_content").is_dir(), "top-level folder kept");
+    }
+
+    #[test]
+    fn walk_visits_files_and_reports_oddities() {
+        let (dir, store) = store_with(&[("local_content/ab/cd/efgh", b"x"), ("remote_content/o/ab/cd/ef", b"yy")]);
+        std::os::unix::fs::symlink("/etc", dir.path().join("local_content/ab/link")).unwrap();
+        let mut seen = Vec::new();
+        store
+            .walk(&mut |w| {
+                seen.push((w.rel, matches!(w.what, WalkedKind::File { .. })));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                ("local_content/ab/cd/efgh".to_owned(), true),
+                ("local_content/ab/link".to_owned(), false),
+                ("remote_content/o/ab/cd/ef".to_owned(), true)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_store_lock_excludes_a_second_holder() {
+        let (_dir, store) = store_with(&[]);
+        let held = store.try_lock(false).unwrap();
+        assert!(held.is_some());
+        assert!(store.try_lock(false).unwrap().is_none());
+        drop(held);
+        assert!(store.try_lock(false).unwrap().is_some());
+    }
+}

@@ -1,0 +1,206 @@
+//! Synapse's media store: its layout (where a media's original and
+//! thumbnails live, checked so that no database value can reach outside
+//! the store) here, and file access beneath the store's directory
+//! descriptors, never following a symlink, in [`fs`].
+
+pub mod fs;
+
+pub use fs::{Listing, LocalFile, MediaStore, Skipped, Unlinked};
+
+/// Top-level folders of a Synapse media store. Never pruned.
+pub const TOP_LEVEL: &[&str] = &["local_content", "local_thumbnails", "remote_content", "remote_thumbnail"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Local,
+    Remote,
+}
+
+impl MediaKind {
+    /// The `type` column of cache.db.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Local => "local",
+            MediaKind::Remote => "remote",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "local" => Some(Self::Local),
+            "remote" => Some(Self::Remote),
+            _ => None,
+        }
+    }
+}
+
+/// A row whose values cannot be turned into a path inside the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing row (origin {origin:?}, media_id {media_id:?}): {reason}")]
+pub struct InvalidRow {
+    pub origin: String,
+    pub media_id: String,
+    pub reason: String,
+}
+
+/// Where one media's files live, relative to the store root, with `/`
+/// separators (they double as object keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPaths {
+    pub original: String,
+    pub thumbnail_dir: String,
+}
+
+impl MediaPaths {
+    /// Validate the row and compute its paths, exactly as Synapse (and
+    /// `s3_media_upload`) lay them out.
+    pub fn new(origin: &str, media_id: &str, filesystem_id: &str, kind: MediaKind) -> Result<Self, InvalidRow> {
+        let invalid = |reason: String| InvalidRow { origin: origin.to_owned(), media_id: media_id.to_owned(), reason };
+        // Python slices by code point, so do we.
+        let chars: Vec<char> = filesystem_id.chars().collect();
+        if chars.len() < 5 {
+            return Err(invalid(format!("filesystem id {filesystem_id:?} is shorter than 5 characters")));
+        }
+        let part = |r: std::ops::Range<usize>| chars[r].iter().collect::<String>();
+        let (a, b, rest) = (part(0..2), part(2..4), part(4..chars.len()));
+        for piece in [&a, &b, &rest] {
+            check_component(piece).map_err(|why| invalid(format!("filesystem id {filesystem_id:?}: {why}")))?;
+        }
+        let (content, thumbs) = match kind {
+            MediaKind::Local => ("local_content".to_owned(), "local_thumbnails".to_owned()),
+            MediaKind::Remote => {
+                check_component(origin).map_err(|why| invalid(format!("origin {origin:?}: {why}")))?;
+                (format!("remote_content/{origin}"), format!("remote_thumbnail/{origin}"))
+            }
+        };
+        Ok(Self { original: format!("{content}/{a}/{b}/{rest}"), thumbnail_dir: format!("{thumbs}/{a}/{b}/{rest}") })
+    }
+}
+
+/// What a path in the media store (or an object key without its prefix)
+/// belongs to, read back from Synapse's layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    pub kind: MediaKind,
+    /// Empty for local media.
+    pub origin: String,
+    /// The filesystem id (the media id, for local media).
+    pub filesystem_id: String,
+    /// A file in the media's thumbnail folder.
+    pub thumbnail: bool,
+}
+
+impl StoredFile {
+    /// `local_content/ab/cd/rest`, `local_thumbnails/ab/cd/rest/<file>`,
+    /// `remote_content/<origin>/ab/cd/rest` or
+    /// `remote_thumbnail/<origin>/ab/cd/rest/<file>`; anything else is None.
+    pub fn parse(rel: &str) -> Option<Self> {
+        let parts: Vec<&str> = rel.split('/').collect();
+        let (kind, thumbnail, origin, rest) = match *parts.first()? {
+            "local_content" => (MediaKind::Local, false, "", &parts[1..]),
+            "local_thumbnails" => (MediaKind::Local, true, "", &parts[1..]),
+            "remote_content" => (MediaKind::Remote, false, *parts.get(1)?, &parts[2..]),
+            "remote_thumbnail" => (MediaKind::Remote, true, *parts.get(1)?, &parts[2..]),
+            _ => return None,
+        };
+        let want = if thumbnail { 4 } else { 3 };
+        if rest.len() != want
+            || rest.iter().chain([&origin].into_iter().filter(|o| !o.is_empty())).any(|p| check_component(p).is_err())
+        {
+            return None;
+        }
+        if rest[0].chars().count() != 2 || rest[1].chars().count() != 2 {
+            return None;
+        }
+        Some(Self {
+            kind,
+            origin: origin.to_owned(),
+            filesystem_id: format!("{}{}{}", rest[0], rest[1], rest[2]),
+            thumbnail,
+        })
+    }
+}
+
+/// The file name Synapse gives a thumbnail (`{width}-{height}-{top}-{sub}-{method}`,
+/// from `synapse/media/filepath.py`), for matching files with thumbnail rows.
+pub fn thumbnail_name(width: i64, height: i64, content_type: &str, method: &str) -> Option<String> {
+    let (top, sub) = content_type.split_once('/')?;
+    Some(format!("{width}-{height}-{top}-{sub}-{method}"))
+}
+
+/// One path component from a database value or a directory listing.
+pub fn check_component(piece: &str) -> Result<(), &'static str> {
+    if piece.is_empty() {
+        Err("empty path component")
+    } else if piece == "." || piece == ".." {
+        Err("would escape the media store (`.` or `..`)")
+    } else if piece.contains(['/', '\\']) {
+        Err("contains a path separator")
+    } else if piece.contains('\0') {
+        Err("contains a NUL byte")
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_paths_parse_back() {
+        let p = MediaPaths::new("matrix.org", "m", "XyZ12345", MediaKind::Remote).unwrap();
+        let f = StoredFile::parse(&p.original).unwrap();
+        assert_eq!(
+            (f.kind, f.origin.as_str(), f.filesystem_id.as_str(), f.thumbnail),
+            (MediaKind::Remote, "matrix.org", "XyZ12345", false)
+        );
+        let f = StoredFile::parse("local_thumbnails/ab/cd/efgh/32-32-image-png-crop").unwrap();
+        assert_eq!((f.kind, f.filesystem_id.as_str(), f.thumbnail), (MediaKind::Local, "abcdefgh", true));
+        for bad in [
+            "local_content/ab/cd",
+            "local_content/abc/d/efgh",
+            "url_cache/2024-01-01/x",
+            "local_content/ab/cd/ef/gh",
+            "remote_content/../ab/cd/ef",
+            "local_thumbnails/ab/cd/efgh",
+            "",
+        ] {
+            assert_eq!(StoredFile::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn layout_matches_synapse() {
+        let p = MediaPaths::new("", "abcdefgh", "abcdefgh", MediaKind::Local).unwrap();
+        assert_eq!(p.original, "local_content/ab/cd/efgh");
+        assert_eq!(p.thumbnail_dir, "local_thumbnails/ab/cd/efgh");
+        let p = MediaPaths::new("matrix.org", "m", "XyZ12345", MediaKind::Remote).unwrap();
+        assert_eq!(p.original, "remote_content/matrix.org/Xy/Z1/2345");
+        assert_eq!(p.thumbnail_dir, "remote_thumbnail/matrix.org/Xy/Z1/2345");
+    }
+
+    #[test]
+    fn rows_that_would_escape_are_refused() {
+        for (origin, fs_id, kind) in [
+            ("", "../../etc/passwd", MediaKind::Local),
+            ("", "....x", MediaKind::Local),
+            ("", "ab/cdefg", MediaKind::Local),
+            ("", "abcd", MediaKind::Local),
+            ("", "ab\\cdefg", MediaKind::Local),
+            ("", "abc\0defg", MediaKind::Local),
+            ("..", "abcdefgh", MediaKind::Remote),
+            ("a/b", "abcdefgh", MediaKind::Remote),
+            ("", "abcdefgh", MediaKind::Remote),
+            ("x", "ab..", MediaKind::Remote),
+        ] {
+            assert!(MediaPaths::new(origin, "id", fs_id, kind).is_err(), "{origin:?} {fs_id:?}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_ids_are_split_by_character() {
+        let p = MediaPaths::new("", "x", "äöüßabc", MediaKind::Local).unwrap();
+        assert_eq!(p.original, "local_content/äö/üß/abc");
+    }
+}
