@@ -90,18 +90,35 @@ impl Cache {
         Self::reader_of(&self.path)
     }
 
-    /// A read-only connection to an existing cache.db, changing nothing.
+    /// A connection to an existing cache.db that changes nothing in it
+    /// (`query_only`). It is opened for writing where it can be, all the
+    /// same: a run killed mid-transaction leaves a hot journal that only a
+    /// writer can roll back, and a read-only reader would then fail with
+    /// "attempt to write a readonly database".
     pub fn reader_of(path: &Path) -> Result<Self> {
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        use rusqlite::OpenFlags;
+        let open = |flags| {
+            let conn = Connection::open_with_flags(path, flags)?;
+            conn.busy_timeout(Duration::from_secs(30))?;
+            conn.pragma_update(None, "query_only", true)?;
+            // Touch the file: this is when a hot journal is rolled back.
+            conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |_| Ok(()))?;
+            Ok::<_, rusqlite::Error>(conn)
+        };
+        let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX))
             .with_context(|| format!("could not open {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
         Ok(Self { conn, path: path.to_owned() })
     }
 
-    /// Write a consistent copy of the whole database to `target`.
+    /// Write a consistent copy of the whole database to `target` (this
+    /// file itself is not changed; `query_only` would refuse VACUUM INTO).
     pub fn copy_to(&self, target: &Path) -> Result<()> {
         let target = target.to_str().with_context(|| format!("{} is not valid UTF-8", target.display()))?;
-        self.conn.execute("VACUUM INTO ?1", [target])?;
+        self.conn.pragma_update(None, "query_only", false)?;
+        let copied = self.conn.execute("VACUUM INTO ?1", [target]);
+        self.conn.pragma_update(None, "query_only", true)?;
+        copied?;
         Ok(())
     }
 

@@ -57,9 +57,15 @@ impl CacheRow {
     }
 }
 
+/// Opened for writing but only read: after a kill -9 the file may have a
+/// hot journal, which only a writer can roll back (as the tools do).
 fn open_ro(path: &Path) -> Connection {
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+    assert!(path.exists(), "{} does not exist", path.display());
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    c.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
+    c.pragma_update(None, "query_only", true).unwrap();
+    c
 }
 
 /// All rows, sorted.
