@@ -99,6 +99,29 @@ fn examine(media: &MediaStore, row: &CacheRow) -> Change {
     }
 }
 
+/// Whether a file of a media that is back on disk disagrees with the
+/// homeserver's record of its length: a fetch-back that failed half-way.
+/// Such a media is reopened although in use, so `migrate` can repair it.
+fn damaged(media: &MediaStore, db: &mut HomeserverDb, row: &CacheRow) -> bool {
+    let (Ok(paths), Ok(Some(record))) = (row.paths(), db.media_record(&row.origin, &row.media_id)) else {
+        return false;
+    };
+    let Ok(listing) = media.files_of(&paths) else { return false };
+    listing.files.iter().any(|f| {
+        let thumbnail = (f.rel != paths.original).then(|| f.name());
+        let bad = record.expected(thumbnail).is_some_and(|e| e.length != f.size);
+        if bad {
+            log::warn!(
+                "{}: back on disk with {} bytes, not the {} the homeserver recorded; reopened so it can be repaired",
+                f.rel,
+                f.size,
+                record.expected(thumbnail).map_or(0, |e| e.length)
+            );
+        }
+        bad
+    })
+}
+
 /// The work of `check-deleted`, shared with `update` and `migrate`.
 pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_>>) -> Result<Checked> {
     let total = cache.count(Rows::All)?;
@@ -131,7 +154,7 @@ pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_
                 Change::Set(false) => {
                     if let Some(r) = reopen.as_mut() {
                         match r.db.last_used(&row.origin, &row.media_id) {
-                            Ok(Some(used)) if used >= r.cutoff_ms => {
+                            Ok(Some(used)) if used >= r.cutoff_ms && !damaged(media, r.db, row) => {
                                 log::debug!(
                                     "{}{}: back on disk and used since the cut-off; left there",
                                     row.origin,
@@ -164,6 +187,7 @@ pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_
             }
         }
         cache.set_deleted(&updates)?;
+        crate::faults::point("check-deleted-page");
         result.checked += page.len() as u64;
         progress.advance(page.len() as u64, 0);
     }

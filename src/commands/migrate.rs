@@ -39,7 +39,8 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
             crate::config::homeserver::S3_PROVIDER_MODULE
         )
     })?;
-    if !(args.allow_archive_storage_class || ctx.file.config.allow_archive_storage_class == Some(true)) {
+    let allow_archive = args.allow_archive_storage_class || ctx.file.config.allow_archive_storage_class == Some(true);
+    if !allow_archive {
         upload::refuse_archive_class(
             store_settings,
             "--allow-archive-storage-class (allow_archive_storage_class: true in the config file)",
@@ -67,6 +68,7 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
         concurrency: settings.concurrency,
         json: ctx.json,
         settle,
+        allow_archive,
     };
     let records = DbRecords::new(&settings.database);
     let totals = upload::upload(&mut cache, &media, store.as_ref(), &options, Conflicts::ByRecord(&records))?;

@@ -58,6 +58,9 @@ pub struct Options {
     pub json: bool,
     /// Files modified less than this long ago are left for the next run.
     pub settle: Duration,
+    /// Delete local files whose objects are in a class Synapse cannot read
+    /// back without a restore (GLACIER, DEEP_ARCHIVE).
+    pub allow_archive: bool,
 }
 
 /// What to do when an existing object differs from the local file.
@@ -129,6 +132,7 @@ pub fn run(ctx: &Context, args: &UploadArgs) -> Result<()> {
         concurrency: args.concurrency.into(),
         json: ctx.json,
         settle: args.settle_time,
+        allow_archive: args.allow_archive_storage_class,
     };
     let conflicts = if args.overwrite_mismatched { Conflicts::Overwrite } else { Conflicts::Keep };
     log::info!("uploading to {}", store.describe());
@@ -504,7 +508,7 @@ impl Worker<'_> {
                 Some(proof) => proof,
                 None => return Ok(Kept::Failed),
             },
-            Some(info) if !info.readable => {
+            Some(info) if !info.readable && !opts.allow_archive => {
                 log::warn!(
                     "{key}: the object is in storage class {}, which Synapse cannot read back without a restore; \
                      the local file is kept",
