@@ -167,12 +167,15 @@ fn generate(db_path: &Path, media: &Path, count: u32) -> Result<(u32, u32)> {
                 format!("local_thumbnails/{}/{}/{}", &id[..2], &id[2..4], &id[4..]),
             )
         };
-        write_file(&media.join(&content), size, &mut rng)?;
+        // Synapse wrote the files when it stored the media.
+        let written = std::time::UNIX_EPOCH + Duration::from_millis(created.max(0) as u64);
+        write_file(&media.join(&content), size, written, &mut rng)?;
         for t in 0..thumbs {
             let side = 32 << (t * 2);
             write_file(
                 &media.join(&thumb_dir).join(format!("{side}-{side}-image-png-crop")),
                 1024 + rng.below(16 * 1024),
+                written,
                 &mut rng,
             )?;
         }
@@ -181,7 +184,7 @@ fn generate(db_path: &Path, media: &Path, count: u32) -> Result<(u32, u32)> {
     Ok((local, remote))
 }
 
-fn write_file(path: &Path, size: u64, rng: &mut Rng) -> Result<()> {
+fn write_file(path: &Path, size: u64, written: std::time::SystemTime, rng: &mut Rng) -> Result<()> {
     std::fs::create_dir_all(path.parent().expect("media paths have parents"))?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut left = size;
@@ -192,5 +195,6 @@ fn write_file(path: &Path, size: u64, rng: &mut Rng) -> Result<()> {
         left -= n as u64;
     }
     file.flush()?;
+    file.get_ref().set_modified(written)?;
     Ok(())
 }
