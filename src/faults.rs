@@ -15,8 +15,11 @@
 //! stored, nothing verified), `after-verify` (proven identical, the local
 //! file still there), `after-unlink` (a local file deleted, its media not
 //! yet recorded), `before-mark` (a media's files all gone, cache.db not yet
-//! written), and for purge `after-purge-commit` (rows deleted, nothing
-//! else yet).
+//! written); for purge `after-purge-commit` (a batch's rows deleted,
+//! nothing else yet), `after-purge-files` (a media's files deleted, its
+//! objects not) and `after-purge-object`; for update-db `update-db-batch`
+//! and `update-db-commit`, for check-deleted `check-deleted-page` (cache.db
+//! written but not committed).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -349,6 +349,7 @@ impl Purger<'_> {
                 Ok((files, bytes)) => {
                     tally.files += files;
                     tally.file_bytes += bytes;
+                    faults::point("after-purge-files");
                 }
                 Err(e) => {
                     log::error!("deleting files of {} (its row is gone; `check --fix` removes the rest): {e}", mxc(t));
@@ -385,6 +386,8 @@ impl Purger<'_> {
                 log::error!("{e} (its row is gone; `check --fix` removes the object)");
                 tally.failed += 1;
                 continue;
+            } else {
+                faults::point("after-purge-object");
             }
             tally.objects += 1;
             tally.object_bytes += o.size;

@@ -82,12 +82,14 @@ pub fn sync_with(cache: &mut Cache, db: &mut HomeserverDb, duration: Duration) -
             if batch.len() >= BATCH {
                 synced.new_rows += cache.insert_new(&batch)?;
                 batch.clear();
+                crate::faults::point("update-db-batch");
             }
             Ok(())
         })
         .with_context(|| format!("syncing {} media", kind.as_str()))?;
         synced.new_rows += cache.insert_new(&batch)?;
     }
+    crate::faults::point("update-db-commit");
     cache.commit()?;
     log::info!("{} candidate rows, {} new in {}", synced.seen, synced.new_rows, cache.path().display());
     Ok(synced)

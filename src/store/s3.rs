@@ -172,7 +172,13 @@ impl S3Store {
                 log::warn!("HeadBucket on {bucket} was refused (403); going on with the object calls");
                 Ok(())
             }
-            _ => anyhow::bail!("could not reach {}: {}", self.describe(), describe_sdk_error(&err)),
+            _ => {
+                let e = sdk_error("HeadBucket", &bucket, err);
+                match e.kind {
+                    ErrorKind::NoCredentials | ErrorKind::Denied => anyhow::bail!("{}: {e}", self.describe()),
+                    _ => anyhow::bail!("could not reach {}: {e}", self.describe()),
+                }
+            }
         }
     }
 

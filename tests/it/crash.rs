@@ -1,12 +1,18 @@
-//! kill -9 at arbitrary moments: no local file may be gone without an
-//! identical object, and a rerun must complete the job.
+//! kill -9 at every named crash point (`MEDIA_OFFLOAD_CRASH_AT`), not at a
+//! lucky moment: after each kill no local file may be gone without an
+//! identical object, and a rerun must complete the job, after which one
+//! more run changes nothing.
 //!
-//! Timing is used only to decide when to kill; every assertion is about the
-//! state left behind, whatever moment the kill hit.
-
-use std::time::Duration;
+//! The points, in the order a file meets them: after its PUT (stored, not
+//! verified), after its verification (local file still there), after its
+//! unlink (media not yet recorded), before a batch of finished media is
+//! marked in cache.db. Each is hit at the first, an early and a late
+//! occurrence, so kills land in the first media, in the middle and near
+//! the end.
 
 use crate::common::*;
+
+const UPLOAD_POINTS: &[&str] = &["after-put", "after-verify", "after-unlink", "before-mark"];
 
 fn upload_args<'a>(media: &'a str, bucket: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["--no-progress", "upload", media, bucket, "--delete"];
@@ -14,61 +20,73 @@ fn upload_args<'a>(media: &'a str, bucket: &'a str, extra: &[&'a str]) -> Vec<&'
     v
 }
 
-fn kill_repeatedly_then_finish(hs: &Homeserver, bucket: &str, extra: &[&str], dest: &Dest) {
+fn crash_at_every_point_then_finish(hs: &Homeserver, bucket: &str, extra: &[&str], dest: &Dest) {
     let media = hs.media_arg();
     let args = upload_args(&media, bucket, extra);
     let total = hs.generated().len();
-    // delays in ms; each run starts where the last one was killed
-    for delay in [0u64, 15, 40, 80, 150, 250, 400, 700, 1100] {
-        let mut child = spawn(&args, hs.cwd(), &[]);
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        let gone = hs.assert_nothing_lost(dest, "");
-        eprintln!("killed after {delay} ms: {gone}/{total} files offloaded so far");
-        if gone == total {
-            break;
+    let mut kills = 0;
+    for point in UPLOAD_POINTS {
+        for n in [1, 9, 60] {
+            let at = format!("{point}:{n}");
+            let killed = crashed_at(&args, hs.cwd(), &at);
+            kills += usize::from(killed);
+            let gone = hs.assert_nothing_lost(dest, "");
+            eprintln!(
+                "{}: {gone}/{total} files offloaded so far",
+                if killed { at } else { format!("{at} not reached") }
+            );
         }
     }
-    // the kernel dropped the lock with the process: a rerun must not see it held
+    assert!(kills >= UPLOAD_POINTS.len() * 2, "only {kills} runs reached their crash point");
+    // The kernel dropped the locks with the process: a rerun must not see them held.
     rerun_completes_then_nothing_changes(hs, &args, dest);
 }
 
 #[test]
-fn kill_9_during_s3_upload_delete_never_loses_a_file_and_a_rerun_completes() {
+fn kill_9_at_each_crash_point_of_s3_upload_delete_never_loses_a_file_and_a_rerun_completes() {
     let hs = realistic_store();
     let s3 = S3::new();
-    kill_repeatedly_then_finish(&hs, &s3.bucket.clone(), &["--endpoint-url", &s3.endpoint], &Dest::S3(&s3));
+    crash_at_every_point_then_finish(&hs, &s3.bucket.clone(), &["--endpoint-url", &s3.endpoint], &Dest::S3(&s3));
 }
 
 #[test]
-fn kill_9_during_directory_store_upload_delete_never_loses_a_file_and_a_rerun_completes() {
+fn kill_9_at_each_crash_point_of_directory_store_upload_delete_never_loses_a_file() {
     let hs = realistic_store();
     let archive = hs.cwd().join("archive");
     std::fs::create_dir_all(&archive).unwrap();
     let a = archive.to_string_lossy().into_owned();
-    kill_repeatedly_then_finish(&hs, &a, &[], &Dest::Dir(archive.clone()));
+    crash_at_every_point_then_finish(&hs, &a, &[], &Dest::Dir(archive.clone()));
+    assert!(
+        files_under(&archive).keys().all(|k| !k.ends_with(".media-offload.tmp")),
+        "temporary files left in the store"
+    );
 }
 
 #[test]
-fn kill_9_during_update_db_and_check_deleted_leaves_a_usable_cache() {
+fn kill_9_at_each_crash_point_of_update_db_and_check_deleted_leaves_a_usable_cache() {
     let mut hs = Homeserver::sqlite();
-    hs.add_all((0..3000).map(|i| Media::local(&format!("{i:08}abcdefghijklmnop")).size(1)).collect());
-    for delay in [0u64, 20, 60, 150] {
-        let mut child = spawn(&["update-db", "30d"], hs.cwd(), &[]);
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = child.kill();
-        let _ = child.wait();
+    hs.add_all((0..25_000).map(|i| Media::local(&format!("{i:08}abcdefghijklmnop")).no_original()).collect());
+    for at in ["update-db-batch:1", "update-db-batch:2", "update-db-commit"] {
+        assert!(crashed_at(&["update-db", "30d"], hs.cwd(), &at), "{at} was not reached");
+        // The transaction never committed: cache.db is as before (empty).
+        assert_eq!(cache_rows(&hs.cache_db()).len(), 0, "{at}");
     }
-    let media = hs.media_arg();
-    for delay in [0u64, 30, 100] {
-        let mut child = spawn(&["update", &media, "30d"], hs.cwd(), &[]);
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    // A dry run reads the cache.db a killed run left (a hot journal) as is.
+    assert!(crashed_at(&["update-db", "30d"], hs.cwd(), "update-db-commit"));
+    let archive = hs.cwd().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::create_dir_all(hs.path_of("local_content")).unwrap();
+    let a = archive.to_string_lossy().into_owned();
+    let out = hs.mo(&["--json", "migrate", "--dry-run", "--bucket", &a]).ok();
+    assert_eq!(out.jn("update_db.new_rows"), 25_000, "{}", out.describe());
     hs.update_db("30d");
-    let rows = cache_rows(&hs.cache_db());
-    assert_eq!(rows.len(), 3000);
-    assert!(rows.iter().all(|r| !r.known_deleted), "files are all present");
+    assert_eq!(cache_rows(&hs.cache_db()).len(), 25_000);
+    let media = hs.media_arg();
+    for at in ["check-deleted-page:1", "check-deleted-page:5"] {
+        assert!(crashed_at(&["check-deleted", &media], hs.cwd(), at), "{at} was not reached");
+        assert!(cache_rows(&hs.cache_db()).iter().all(|r| !r.known_deleted), "{at}: nothing committed");
+    }
+    let out = hs.mo(&["--json", "check-deleted", &media]).ok();
+    assert_eq!(out.j("marked_deleted"), 25_000, "no media has files: {}", out.describe());
+    assert!(cache_rows(&hs.cache_db()).iter().all(|r| r.known_deleted));
 }

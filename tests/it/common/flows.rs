@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::cache::cache_rows;
-use super::run::{Out, run, run_python, spawn};
+use super::run::{Out, run, run_python, spawn, wait_output};
 use super::s3::S3;
 use super::store::{Homeserver, Media, files_under};
 use super::yaml::{Params, pstr};
@@ -250,6 +250,66 @@ impl SeededRng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
+    }
+}
+
+/// Runs media-offload with `args` in `cwd`, to be killed with SIGKILL at
+/// the crash point `at` (`name` or `name:n`, the n-th time it is reached;
+/// see `src/faults.rs`). True when it was killed there; false when it
+/// finished first, which it must have done successfully.
+#[track_caller]
+pub fn crashed_at(args: &[&str], cwd: &Path, at: &str) -> bool {
+    let child = spawn(args, cwd, &[("MEDIA_OFFLOAD_CRASH_AT", at)]);
+    let out = wait_output(child, format!("media-offload {} (crash at {at})", args.join(" ")));
+    if out.code.is_none() {
+        return true; // killed by the signal it sent itself
+    }
+    assert_eq!(out.code, Some(0), "failed on its own before reaching {at}: {}", out.describe());
+    false
+}
+
+/// A run paused at a named point (`MEDIA_OFFLOAD_PAUSE_AT`): the test acts
+/// while it waits, then lets it go on.
+pub struct Paused {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    what: String,
+}
+
+impl Paused {
+    /// Starts media-offload with `args` and waits until it reaches `point`.
+    #[track_caller]
+    pub fn start(args: &[&str], cwd: &Path, point: &str) -> Paused {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_string_lossy().into_owned();
+        let mut child = spawn(args, cwd, &[("MEDIA_OFFLOAD_PAUSE_AT", point), ("MEDIA_OFFLOAD_PAUSE_DIR", &d)]);
+        let what = format!("media-offload {} (paused at {point})", args.join(" "));
+        let start = std::time::Instant::now();
+        while !dir.path().join("paused").exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let out = wait_output(child, what);
+                panic!("finished ({status:?}) without reaching {point}: {}", out.describe());
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "{what}: never reached the point");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Paused { child: Some(child), dir, what }
+    }
+
+    /// Lets the run go on and waits for it.
+    pub fn resume(mut self) -> Out {
+        std::fs::write(self.dir.path().join("resume"), b"").unwrap();
+        wait_output(self.child.take().unwrap(), self.what.clone())
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::fs::write(self.dir.path().join("resume"), b"");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -219,6 +219,13 @@ pub fn spawn(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> Child {
     command(Path::new(bin()), args, cwd, envs).spawn().expect("spawning media-offload")
 }
 
+/// Runs media-offload as another user (`uid`, `gid`), as root may.
+pub fn run_as(uid: u32, gid: u32, args: &[&str], cwd: &Path) -> Out {
+    use std::os::unix::process::CommandExt;
+    let child = command(Path::new(bin()), args, cwd, &[]).uid(uid).gid(gid).spawn().expect("spawning media-offload");
+    wait_output(child, format!("media-offload {} (as uid {uid})", args.join(" ")))
+}
+
 /// Runs the Python reference tool `s3_media_upload` 1.7.0 (which always uses
 /// `./cache.db` in `cwd`).
 pub fn run_python(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> Out {
