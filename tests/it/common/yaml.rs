@@ -89,6 +89,11 @@ pub fn homeserver_yaml_psycopg2(params: &Params, media_store: &Path) -> String {
     )
 }
 
+/// A `database:` section for psycopg2 (as Debian's conf.d/database.yaml has it).
+pub fn database_section_psycopg2(params: &Params) -> String {
+    format!("database:\n  name: psycopg2\n  args:\n{}", mapping(params, "    "))
+}
+
 /// database.yaml holding plain psycopg2 keyword arguments.
 pub fn database_yaml_plain(params: &Params) -> String {
     mapping(params, "")
