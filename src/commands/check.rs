@@ -37,9 +37,17 @@ pub const DEFAULT_GRACE: &str = "1h";
 
 /// Every media row, with why it may have no bytes on purpose.
 const ROWS_SQL: &str = "SELECT '', media_id, media_id, \
-       CASE WHEN url_cache IS NOT NULL THEN 'url_cache' WHEN media_length IS NULL THEN 'pending' ELSE '' END \
+       CASE WHEN url_cache IS NOT NULL THEN 'url_cache' WHEN media_length IS NULL THEN 'pending' ELSE '' END, \
+       CAST(media_length AS TEXT) \
      FROM local_media_repository \
-     UNION ALL SELECT media_origin, media_id, filesystem_id, '' FROM remote_media_cache";
+     UNION ALL SELECT media_origin, media_id, filesystem_id, '', CAST(media_length AS TEXT) FROM remote_media_cache";
+/// Every thumbnail row with the media's folder and the recorded length.
+const THUMBS_SQL: &str = "SELECT '', media_id, CAST(thumbnail_width AS TEXT), CAST(thumbnail_height AS TEXT), \
+       thumbnail_type, thumbnail_method, CAST(thumbnail_length AS TEXT) FROM local_media_repository_thumbnails \
+     UNION ALL SELECT m.media_origin, m.filesystem_id, CAST(t.thumbnail_width AS TEXT), \
+       CAST(t.thumbnail_height AS TEXT), t.thumbnail_type, t.thumbnail_method, CAST(t.thumbnail_length AS TEXT) \
+     FROM remote_media_cache_thumbnails t JOIN remote_media_cache m \
+       ON m.media_origin = t.media_origin AND m.media_id = t.media_id";
 const ORPHAN_THUMB_ROWS_SQL: &str = "SELECT '', media_id, CAST(COUNT(*) AS TEXT) FROM local_media_repository_thumbnails t \
      WHERE NOT EXISTS (SELECT 1 FROM local_media_repository m WHERE m.media_id = t.media_id) GROUP BY media_id \
      UNION ALL SELECT media_origin, media_id, CAST(COUNT(*) AS TEXT) FROM remote_media_cache_thumbnails t \
@@ -85,6 +93,9 @@ struct Report {
     unknown_objects: Finding,
     /// Paths in the store folders that are not Synapse's layout.
     not_media_files: Finding,
+    /// Local files whose size is not what the homeserver recorded (a
+    /// fetch-back that broke off): `migrate` repairs them from the store.
+    damaged_files: Finding,
     /// Keys under the prefix that are not Synapse's layout.
     not_media_objects: Finding,
     /// cache.db rows of media the database no longer has (a purge killed
@@ -129,22 +140,44 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     db.for_each_row(ROWS_SQL, &[], "media rows", |row| {
         let mut row = row.into_iter().map(Option::unwrap_or_default);
         let (origin, media_id, fsid, flag) = (row.next(), row.next(), row.next(), row.next());
+        let length = row.next().and_then(|l| l.parse::<i64>().ok());
         r.rows += 1;
         let kind = if origin.as_deref() == Some("") { MediaKind::Local } else { MediaKind::Remote };
-        tx.prepare_cached("INSERT OR IGNORE INTO known VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
+        tx.prepare_cached("INSERT OR IGNORE INTO known VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![
             kind.as_str(),
             origin,
             fsid,
             media_id,
-            flag
+            flag,
+            length
         ])?;
+        Ok(())
+    })?;
+    db.for_each_row(THUMBS_SQL, &[], "thumbnail rows", |row| {
+        let mut row = row.into_iter().map(Option::unwrap_or_default);
+        let mut next = || row.next().unwrap_or_default();
+        let (origin, fsid, w, h, ty, method, length) = (next(), next(), next(), next(), next(), next(), next());
+        let kind = if origin.is_empty() { MediaKind::Local } else { MediaKind::Remote };
+        if let (Ok(w), Ok(h), Ok(length)) = (w.parse(), h.parse(), length.parse::<i64>())
+            && let Some(name) = crate::media_store::thumbnail_name(w, h, &ty, &method)
+        {
+            tx.prepare_cached("INSERT OR IGNORE INTO thumbs VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
+                kind.as_str(),
+                origin,
+                fsid,
+                name,
+                length
+            ])?;
+        }
         Ok(())
     })?;
     if let Some(store) = &store {
         log::info!("listing {} under {:?}", store.describe(), prefix);
         store.list(&prefix, &mut |o| {
-            let modified =
-                o.modified.map_or(0, |t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+            // An object whose age the store did not say is never taken as old.
+            let modified = o
+                .modified
+                .map_or(i64::MAX, |t| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
             tx.prepare_cached("INSERT OR IGNORE INTO objects VALUES (?1, ?2, ?3)")
                 .and_then(|mut s| s.execute(params![o.key, o.size as i64, modified]))
                 .map(|_| ())
@@ -189,6 +222,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     }
     print(ctx.json, args.fix, grace, store.is_some(), &r);
     let open = r.lost_media.count
+        + r.damaged_files.count
         + if args.fix {
             0
         } else {
@@ -222,7 +256,9 @@ impl Index {
         let conn = Connection::open(&path).with_context(|| format!("could not create {}", path.display()))?;
         conn.execute_batch(
             "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
-             CREATE TABLE known (kind TEXT, origin TEXT, fsid TEXT, media_id TEXT, flag TEXT,
+             CREATE TABLE thumbs (kind TEXT, origin TEXT, fsid TEXT, name TEXT, length INTEGER,
+                                  PRIMARY KEY (kind, origin, fsid, name)) WITHOUT ROWID;
+             CREATE TABLE known (kind TEXT, origin TEXT, fsid TEXT, media_id TEXT, flag TEXT, length INTEGER,
                                  PRIMARY KEY (kind, origin, fsid)) WITHOUT ROWID;
              CREATE TABLE objects (key TEXT PRIMARY KEY, size INTEGER, modified INTEGER) WITHOUT ROWID;
              CREATE TABLE orphans (what TEXT, path TEXT, size INTEGER);",
@@ -238,6 +274,25 @@ impl Index {
             .query_row(params![f.kind.as_str(), f.origin, f.filesystem_id], |_| Ok(()))
             .optional()?
             .is_some())
+    }
+
+    /// The length the homeserver recorded for a known file, if any.
+    fn recorded_length(&self, f: &StoredFile, rel: &str) -> Result<Option<u64>> {
+        let length: Option<Option<i64>> = if f.thumbnail {
+            let name = rel.rsplit('/').next().unwrap_or_default();
+            self.conn
+                .prepare_cached(
+                    "SELECT length FROM thumbs WHERE kind = ?1 AND origin = ?2 AND fsid = ?3 AND name = ?4",
+                )?
+                .query_row(params![f.kind.as_str(), f.origin, f.filesystem_id, name], |r| r.get(0))
+                .optional()?
+        } else {
+            self.conn
+                .prepare_cached("SELECT length FROM known WHERE kind = ?1 AND origin = ?2 AND fsid = ?3")?
+                .query_row(params![f.kind.as_str(), f.origin, f.filesystem_id], |r| r.get(0))
+                .optional()?
+        };
+        Ok(length.flatten().and_then(|l| u64::try_from(l).ok()))
     }
 
     fn orphan(&self, what: &str, path: &str, size: u64) -> Result<()> {
@@ -307,6 +362,16 @@ fn walk_files(media: &MediaStore, index: &Index, young_before: SystemTime, keep:
             return Ok(());
         };
         if index.knows(&stored)? {
+            if let Some(length) = index.recorded_length(&stored, &entry.rel)?
+                && length != size
+                && modified <= young_before
+            {
+                r.damaged_files.add(
+                    format!("{} ({size} bytes; the homeserver recorded {length})", entry.rel),
+                    size,
+                    keep,
+                );
+            }
             return Ok(());
         }
         if modified > young_before {
@@ -526,6 +591,13 @@ fn print(json: bool, fix: bool, grace: Duration, has_store: bool, r: &Report) {
     if has_store {
         section("4. Objects no row knows", &r.unknown_objects, true);
     }
+    if r.damaged_files.count > 0 {
+        section(
+            "Local files whose size is not the homeserver's record (migrate repairs them)",
+            &r.damaged_files,
+            false,
+        );
+    }
     if r.stale_cache_rows.count > 0 {
         section("cache.db rows of media that no longer exist", &r.stale_cache_rows, true);
     }
@@ -550,7 +622,7 @@ fn print(json: bool, fix: bool, grace: Duration, has_store: bool, r: &Report) {
                "orphan_thumbnail_files": r.orphan_thumbnail_files.json(),
                "unknown_files": r.unknown_files.json(), "lost_media": r.lost_media.json(),
                "unknown_objects": r.unknown_objects.json(), "not_media_files": r.not_media_files.json(),
-               "not_media_objects": r.not_media_objects.json(), "stale_cache_rows": r.stale_cache_rows.json(), "young": r.young,
+               "not_media_objects": r.not_media_objects.json(), "stale_cache_rows": r.stale_cache_rows.json(), "damaged_files": r.damaged_files.json(), "young": r.young,
                "fix_refused": r.fix_refused, "fix_failed": r.fix_failed}),
     );
 }

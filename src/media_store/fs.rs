@@ -130,6 +130,12 @@ fn open_beneath(dir: &rustix::fd::OwnedFd, rest: &str, flags: OFlags) -> Result<
             }
         }
     }
+    open_by_components(dir, rest, flags)
+}
+
+/// `rest` beneath `dir`, one `openat(O_NOFOLLOW)` per component: where
+/// openat2 is not available (old kernels, seccomp filters), as strict.
+fn open_by_components(dir: &rustix::fd::OwnedFd, rest: &str, flags: OFlags) -> Result<rustix::fd::OwnedFd, Errno> {
     let mut pieces = rest.split('/').peekable();
     let mut current: Option<rustix::fd::OwnedFd> = None;
     while let Some(piece) = pieces.next() {
@@ -681,6 +687,21 @@ mod tests {
                 ("remote_content/o/ab/cd/ef".to_owned(), true)
             ]
         );
+    }
+
+    #[test]
+    fn the_component_walk_refuses_symlinks_as_openat2_does() {
+        let outside = tempfile::tempdir().unwrap();
+        let (dir, store) = store_with(&[("local_content/ab/cd/efgh", b"x"), ("local_content/zz/.keep", b"")]);
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("local_content/zz/yy")).unwrap();
+        std::fs::write(dir.path().join("local_content/zz/file"), b"").unwrap();
+        let top = store.top("local_content").unwrap().unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        assert!(open_by_components(&top, "ab/cd", flags).is_ok());
+        for (rest, want) in [("zz/yy", Errno::LOOP), ("zz/file", Errno::NOTDIR), ("zz/none", Errno::NOENT)] {
+            assert_eq!(open_by_components(&top, rest, flags).err(), Some(want), "{rest}");
+            assert_eq!(open_beneath(&top, rest, flags).err(), Some(want), "{rest} (openat2)");
+        }
     }
 
     #[test]

@@ -63,6 +63,15 @@ fn migrate_repairs_a_truncated_fetch_back(mut hs: Homeserver) {
     let s3 = S3::new();
     let m = offloaded_then_truncated(&mut hs, &s3);
     let rel = m.original_rel();
+    // check finds it by the record, and says who repairs it.
+    let found = hs.mo_store(&s3, "", &["--json", "check", "--grace-period", "0s"]).status(4);
+    assert_eq!(found.jn("damaged_files.count"), 1, "{}", found.describe());
+    let text = hs.mo_store(&s3, "", &["check", "--grace-period", "0s"]).status(4);
+    assert!(
+        text.stdout.contains(&format!("{rel} (20000 bytes; the homeserver recorded 40000)")),
+        "{}",
+        text.describe()
+    );
     let out = migrate(&hs).ok();
     assert_eq!(out.jn("upload.repaired_local_files"), 1, "{}", out.describe());
     assert_eq!(out.jn("upload.conflicts"), 0);
