@@ -67,7 +67,7 @@ fn kill_9_at_each_crash_point_of_update_db_and_check_deleted_leaves_a_usable_cac
     let mut hs = Homeserver::sqlite();
     hs.add_all((0..25_000).map(|i| Media::local(&format!("{i:08}abcdefghijklmnop")).no_original()).collect());
     for at in ["update-db-batch:1", "update-db-batch:2", "update-db-commit"] {
-        assert!(crashed_at(&["update-db", "30d"], hs.cwd(), &at), "{at} was not reached");
+        assert!(crashed_at(&["update-db", "30d"], hs.cwd(), at), "{at} was not reached");
         // The transaction never committed: cache.db is as before (empty).
         assert_eq!(cache_rows(&hs.cache_db()).len(), 0, "{at}");
     }
