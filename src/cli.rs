@@ -1,5 +1,9 @@
 //! The command line, as `s3_media_upload` 1.7.0 spells it, plus our additions.
 //!
+//! Clap's types stop here: each subcommand's arguments are turned into the
+//! plain options struct its command takes (`into_options`), so nothing
+//! below knows how a setting was spelled on the command line.
+//!
 //! This definition is also the source of the man page and the shell
 //! completions (`media-offload man`, `media-offload completions SHELL`).
 
@@ -8,12 +12,18 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::commands::{check, migrate, purge, update_db, upload};
+use crate::config::settings::StoreOptions;
 use crate::duration::{parse_duration, parse_short_duration};
+use crate::size::parse_size;
 
 pub use crate::store::STORAGE_CLASSES;
 
+const GLOBAL: &str = "Global options";
+const WHERE: &str = "Homeserver and store";
+
 /// Offload a Matrix homeserver's media store to S3-compatible object storage,
-/// deleting local copies only once the remote copy is verified.
+/// deleting local copies only once the stored copy is proven identical.
 ///
 /// A drop-in replacement for `s3_media_upload` (synapse-s3-storage-provider):
 /// same subcommands, same flags, same cache.db.
@@ -21,33 +31,34 @@ pub use crate::store::STORAGE_CLASSES;
 #[command(name = "media-offload", version, max_term_width = 100)]
 pub struct Cli {
     /// Do not show progress bars (plain periodic log lines instead).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub no_progress: bool,
 
     /// The state file shared with s3_media_upload [default: cache_db from
     /// --config, else ./cache.db].
-    #[arg(long, global = true, env = "MEDIA_OFFLOAD_CACHE_DB", value_name = "PATH")]
+    #[arg(long, global = true, env = "MEDIA_OFFLOAD_CACHE_DB", value_name = "PATH", help_heading = GLOBAL)]
     pub cache_db: Option<PathBuf>,
 
     /// media-offload's own YAML config file (see docs/operations.md); keys it
     /// leaves out come from homeserver.yaml.
-    #[arg(long, global = true, env = "MEDIA_OFFLOAD_CONFIG", value_name = "PATH")]
+    #[arg(long, global = true, env = "MEDIA_OFFLOAD_CONFIG", value_name = "PATH", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
 
     /// If another run holds the lock, wait for it instead of exiting with code 75.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub wait: bool,
 
     /// Print the end-of-run summary as one JSON object on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 
     /// More log output (-v: debug, -vv: trace).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
 
-    /// Less log output (-q: warnings and errors only, -qq: errors only).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    /// Less output (-q: warnings, errors and summaries that say something;
+    /// a run that did nothing prints nothing. -qq: errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: u8,
 
     #[command(subcommand)]
@@ -64,7 +75,8 @@ pub enum Command {
     Update(UpdateArgs),
     /// Print the paths of media that may still exist locally.
     Write(WriteArgs),
-    /// Upload media to the object store; with --delete, remove verified local copies.
+    /// Upload media to the object store; with --delete, remove local copies
+    /// once the stored copy is proven identical.
     Upload(UploadArgs),
     /// The daily job: update-db, check-deleted and upload --delete in one
     /// locked run, with settings from homeserver.yaml.
@@ -100,6 +112,12 @@ pub struct DbSelection {
     pub homeserver_config_path: Vec<PathBuf>,
 }
 
+impl DbSelection {
+    pub fn into_options(&self) -> update_db::Options {
+        update_db::Options { duration: self.duration, homeserver_config_path: self.homeserver_config_path.clone() }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct UpdateDbArgs {
     #[command(flatten)]
@@ -132,8 +150,11 @@ pub struct UploadArgs {
     /// Base path of the media store directory.
     pub base_path: PathBuf,
 
-    /// S3 bucket to upload to; a value containing '/' (e.g. /srv/archive or
-    /// file:///srv/archive) is a local directory with the same layout instead.
+    /// The S3 bucket's name. A value starting with /, ./, ../ or file://
+    /// (e.g. /srv/archive, file:///srv/archive) is a local directory with the
+    /// media store's layout instead; any other value with a / or a scheme
+    /// (s3://bucket, bucket/prefix) is refused: give the name alone, and
+    /// --prefix and --endpoint-url.
     pub bucket: String,
 
     /// Prefix of the object keys (prepended as-is, like the storage provider does).
@@ -158,11 +179,11 @@ pub struct UploadArgs {
     #[arg(long, default_value = "AES256", value_name = "ALGO")]
     pub sse_customer_algo: String,
 
-    /// Delete the local copy once the object is verified to hold the same bytes.
+    /// Delete the local copy once the stored copy is proven identical.
     #[arg(long)]
     pub delete: bool,
 
-    /// S3 endpoint URL (path-style addressing is used with it).
+    /// S3 endpoint URL, with http:// or https:// (path-style addressing is used with it).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
 
@@ -193,13 +214,35 @@ pub struct UploadArgs {
     pub dry_run: bool,
 }
 
+impl UploadArgs {
+    pub fn into_options(&self) -> upload::Options {
+        upload::Options {
+            base_path: self.base_path.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            storage_class: self.storage_class.clone(),
+            sse_customer_key: self.sse_customer_key.clone(),
+            sse_customer_key_file: self.sse_customer_key_file.clone(),
+            sse_customer_algo: self.sse_customer_algo.clone(),
+            delete: self.delete,
+            endpoint_url: self.endpoint_url.clone(),
+            concurrency: self.concurrency.into(),
+            settle_time: self.settle_time,
+            overwrite_mismatched: self.overwrite_mismatched,
+            allow_archive_storage_class: self.allow_archive_storage_class,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
 /// Where the homeserver, its media and the object store are. Unset values
 /// come from the environment (MEDIA_OFFLOAD_<NAME>), the --config file, and
 /// homeserver.yaml (media_store_path and the S3 storage provider's config),
 /// in that order. Secrets never go on the command line: see
 /// docs/operations.md.
 #[derive(Debug, Args, Default, Clone)]
-pub struct StoreFlags {
+#[command(next_help_heading = WHERE)]
+pub struct StoreLocation {
     /// The homeserver config [default: homeserver.yaml]. Repeat it for
     /// several files or folders of *.yaml files, as Synapse's
     /// --config-path; a file alone brings the conf.d/ folder beside it.
@@ -210,11 +253,12 @@ pub struct StoreFlags {
     #[arg(long, value_name = "PATH")]
     pub media_store_path: Option<PathBuf>,
 
-    /// The S3 bucket, or a local directory store (/path or file:///path).
+    /// The S3 bucket's name, or a local directory store (/path, ./path,
+    /// ../path or file:///path).
     #[arg(long)]
     pub bucket: Option<String>,
 
-    /// S3 endpoint URL (path-style addressing is used with it).
+    /// S3 endpoint URL, with http:// or https:// (path-style addressing is used with it).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
 
@@ -225,7 +269,12 @@ pub struct StoreFlags {
     /// Prefix of the object keys.
     #[arg(long)]
     pub prefix: Option<String>,
+}
 
+/// How new objects are written (`migrate` only).
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = WHERE)]
+pub struct UploadSettings {
     /// S3 storage class for new objects [default: STANDARD].
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(STORAGE_CLASSES))]
     pub storage_class: Option<String>,
@@ -237,10 +286,23 @@ pub struct StoreFlags {
     /// Algorithm for SSE-C [default: AES256].
     #[arg(long, value_name = "ALGO")]
     pub sse_customer_algo: Option<String>,
+}
 
-    /// How many media to process at once [default: 16].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
-    pub concurrency: Option<u16>,
+impl StoreLocation {
+    fn options(&self, upload: Option<&UploadSettings>, concurrency: Option<u16>) -> StoreOptions {
+        StoreOptions {
+            homeserver_config_path: self.homeserver_config_path.clone(),
+            media_store_path: self.media_store_path.clone(),
+            bucket: self.bucket.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            prefix: self.prefix.clone(),
+            storage_class: upload.and_then(|u| u.storage_class.clone()),
+            sse_customer_key_file: upload.and_then(|u| u.sse_customer_key_file.clone()),
+            sse_customer_algo: upload.and_then(|u| u.sse_customer_algo.clone()),
+            concurrency,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -264,8 +326,27 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub allow_archive_storage_class: bool,
 
+    /// How many media to process at once [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: Option<u16>,
+
     #[command(flatten)]
-    pub store: StoreFlags,
+    pub location: StoreLocation,
+
+    #[command(flatten)]
+    pub upload: UploadSettings,
+}
+
+impl MigrateArgs {
+    pub fn into_options(&self) -> migrate::Options {
+        migrate::Options {
+            duration: self.duration,
+            dry_run: self.dry_run,
+            settle_time: self.settle_time,
+            allow_archive_storage_class: self.allow_archive_storage_class,
+            store: self.location.options(Some(&self.upload), self.concurrency),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -281,8 +362,8 @@ pub struct PurgeArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub local_older_than: Option<Duration>,
 
-    /// Only local media larger than this many bytes.
-    #[arg(long, value_name = "BYTES")]
+    /// Only local media larger than this: bytes, or e.g. 10M, 100MiB, 1G.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub size_gt: Option<u64>,
 
     /// List every row, file and object that would be removed; change nothing.
@@ -290,12 +371,29 @@ pub struct PurgeArgs {
     pub dry_run: bool,
 
     /// Purge even when the database does not look like the live one (its
-    /// newest media row is much older than files in the media store).
+    /// newest activity is much older than files in the media store).
     #[arg(long)]
     pub force: bool,
 
+    /// How many media to delete at once [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: Option<u16>,
+
     #[command(flatten)]
-    pub store: StoreFlags,
+    pub location: StoreLocation,
+}
+
+impl PurgeArgs {
+    pub fn into_options(&self) -> purge::Options {
+        purge::Options {
+            remote_older_than: self.remote_older_than,
+            local_older_than: self.local_older_than,
+            size_gt: self.size_gt,
+            dry_run: self.dry_run,
+            force: self.force,
+            store: self.location.options(None, self.concurrency),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -322,7 +420,19 @@ pub struct CheckArgs {
     pub samples: usize,
 
     #[command(flatten)]
-    pub store: StoreFlags,
+    pub location: StoreLocation,
+}
+
+impl CheckArgs {
+    pub fn into_options(&self) -> check::Options {
+        check::Options {
+            fix: self.fix,
+            force: self.force,
+            grace_period: self.grace_period,
+            samples: self.samples,
+            store: self.location.options(None, None),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -377,10 +487,23 @@ mod tests {
             &["x", "--config", "c.yaml", "migrate"],
             &["x", "migrate", "--duration", "30d", "--bucket", "b", "--concurrency", "4", "--dry-run"],
             &["x", "purge", "--remote-older-than", "30d", "--local-older-than", "1y", "--size-gt", "1000"],
+            &["x", "purge", "--local-older-than", "1y", "--size-gt", "10M"],
             &["x", "check", "--fix", "--grace-period", "2h", "--json"],
         ];
         for line in lines {
             Cli::try_parse_from(*line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn subcommands_take_only_the_options_they_use() {
+        for (line, unknown) in [
+            (&["x", "check", "--storage-class", "STANDARD"][..], "--storage-class"),
+            (&["x", "purge", "--sse-customer-key-file", "k"][..], "--sse-customer-key-file"),
+            (&["x", "check", "--concurrency", "4"][..], "--concurrency"),
+        ] {
+            let err = Cli::try_parse_from(line).unwrap_err().to_string();
+            assert!(err.contains(unknown), "{err}");
         }
     }
 

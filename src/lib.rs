@@ -15,4 +15,5 @@ pub mod homeserver_db;
 pub mod lock;
 pub mod media_store;
 pub mod report;
+pub mod size;
 pub mod store;

@@ -36,14 +36,14 @@ fn main() -> std::process::ExitCode {
 
 fn dispatch(cli: &Cli, ctx: &Context) -> anyhow::Result<()> {
     match &cli.command {
-        Command::UpdateDb(a) => commands::update_db::run(ctx, &a.selection),
+        Command::UpdateDb(a) => commands::update_db::run(ctx, &a.selection.into_options()),
         Command::CheckDeleted(a) => commands::check_deleted::run(ctx, &a.base_path),
-        Command::Update(a) => commands::update::run(ctx, &a.base_path, &a.selection),
+        Command::Update(a) => commands::update::run(ctx, &a.base_path, &a.selection.into_options()),
         Command::Write(a) => commands::write::run(ctx, &a.out),
-        Command::Upload(a) => commands::upload::run(ctx, a),
-        Command::Migrate(a) => commands::migrate::run(ctx, a),
-        Command::Purge(a) => commands::purge::run(ctx, a),
-        Command::Check(a) => commands::check::run(ctx, a),
+        Command::Upload(a) => commands::upload::run(ctx, &a.into_options()),
+        Command::Migrate(a) => commands::migrate::run(ctx, &a.into_options()),
+        Command::Purge(a) => commands::purge::run(ctx, &a.into_options()),
+        Command::Check(a) => commands::check::run(ctx, &a.into_options()),
         Command::Demo(a) => commands::demo::run(ctx, &a.dir, a.files),
         Command::Completions { shell } => {
             let mut script = Vec::new();

@@ -2,7 +2,8 @@
 //! terminal, periodic plain lines otherwise) and end-of-run summaries.
 
 use std::io::{IsTerminal, Write};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -11,6 +12,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 const LOG_INTERVAL: Duration = Duration::from_secs(15);
 
 static BARS: OnceLock<MultiProgress> = OnceLock::new();
+/// How many `-q` were given.
+static QUIET: AtomicU8 = AtomicU8::new(0);
 
 /// Whether progress is drawn as bars.
 fn bars() -> Option<&'static MultiProgress> {
@@ -21,6 +24,7 @@ fn bars() -> Option<&'static MultiProgress> {
 /// (`JOURNAL_STREAM`): `<N>` priority prefixes, no colour, no timestamps.
 /// Piped elsewhere: plain lines with UTC timestamps.
 pub fn init(verbose: u8, quiet: u8, progress_bars: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
     let level = match (verbose, quiet) {
         (0, 0) => log::LevelFilter::Info,
         (1, _) => log::LevelFilter::Debug,
@@ -89,29 +93,38 @@ impl log::Log for Bridge {
     }
 }
 
+/// What a progress display counts besides its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// Items only.
+    Items,
+    /// Files and bytes uploaded too; in a dry run, with no transfer rate.
+    Transfer { dry_run: bool },
+}
+
 /// Progress of one phase: a bar on a terminal, a log line every
-/// [`LOG_INTERVAL`] otherwise.
+/// [`LOG_INTERVAL`] otherwise. Both show the totals so far (items of the
+/// whole, files, bytes) and end with the elapsed time.
 pub struct Progress {
     bar: Option<ProgressBar>,
     what: &'static str,
     unit: &'static str,
+    counting: Counting,
     total: u64,
     done: u64,
+    files: u64,
     bytes: u64,
     started: Instant,
     last_line: Instant,
 }
 
 impl Progress {
-    pub fn new(what: &'static str, unit: &'static str, total: u64, with_bytes: bool) -> Self {
+    pub fn new(what: &'static str, unit: &'static str, total: u64, counting: Counting) -> Self {
         let bar = bars().map(|multi| {
             let bar = multi.add(ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()));
-            let template = if with_bytes {
-                "{prefix} [{bar:30.cyan/blue}] {human_pos}/{human_len} media, {msg} (ETA {eta})"
-            } else {
-                "{prefix} [{bar:30.cyan/blue}] {human_pos}/{human_len} media (ETA {eta})"
-            };
-            bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+            let template =
+                format!("{{prefix}} [{{bar:30.cyan/blue}}] {{human_pos}}/{{human_len}} {unit}{{msg}} (ETA {{eta}})");
+            bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
             bar.set_prefix(what);
             bar
         });
@@ -119,23 +132,19 @@ impl Progress {
             log::info!("{what}: {total} {unit} to go");
         }
         let now = Instant::now();
-        Self { bar, what, unit, total, done: 0, bytes: 0, started: now, last_line: now }
+        Self { bar, what, unit, counting, total, done: 0, files: 0, bytes: 0, started: now, last_line: now }
     }
 
-    /// `n` more items done, `bytes` more bytes moved.
-    pub fn advance(&mut self, n: u64, bytes: u64) {
+    /// `n` more items done, with `files` files and `bytes` bytes moved.
+    pub fn advance(&mut self, n: u64, files: u64, bytes: u64) {
         self.done += n;
+        self.files += files;
         self.bytes += bytes;
         match &self.bar {
             Some(bar) => {
                 bar.inc(n);
-                if bytes > 0 || self.done == n {
-                    let secs = self.started.elapsed().as_secs_f64().max(0.001);
-                    bar.set_message(format!(
-                        "{} uploaded at {}/s",
-                        naturalsize(self.bytes),
-                        naturalsize((self.bytes as f64 / secs) as u64)
-                    ));
+                if self.counting != Counting::Items {
+                    bar.set_message(self.transfer());
                 }
             }
             None if self.last_line.elapsed() >= LOG_INTERVAL => {
@@ -146,20 +155,42 @@ impl Progress {
         }
     }
 
-    fn line(&self) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let pct = if self.total == 0 { 100.0 } else { self.done as f64 * 100.0 / self.total as f64 };
-        let mut line = format!("{}: {}/{} {} ({pct:.0}%)", self.what, self.done, self.total, self.unit);
-        if self.bytes > 0 {
-            line += &format!(", {} at {}/s", naturalsize(self.bytes), naturalsize((self.bytes as f64 / secs) as u64));
+    /// ", 812 files, 40.2M uploaded at 12.1M/s" (dry run: "to upload").
+    fn transfer(&self) -> String {
+        match self.counting {
+            Counting::Items => String::new(),
+            Counting::Transfer { dry_run: true } => {
+                format!(", {}, {} to upload", count(self.files, "file", "files"), naturalsize(self.bytes))
+            }
+            Counting::Transfer { dry_run: false } => {
+                let secs = self.started.elapsed().as_secs_f64().max(0.001);
+                format!(
+                    ", {}, {} uploaded at {}/s",
+                    count(self.files, "file", "files"),
+                    naturalsize(self.bytes),
+                    naturalsize((self.bytes as f64 / secs) as u64)
+                )
+            }
         }
-        line
+    }
+
+    fn line(&self) -> String {
+        let pct = if self.total == 0 { 100.0 } else { self.done as f64 * 100.0 / self.total as f64 };
+        format!("{}: {}/{} {} ({pct:.0}%){}", self.what, self.done, self.total, self.unit, self.transfer())
     }
 
     pub fn finish(self) {
+        let elapsed = format!("{:.1}s", self.started.elapsed().as_secs_f64());
         match &self.bar {
-            Some(bar) => bar.finish(),
-            None => log::info!("{} (done in {:.1}s)", self.line(), self.started.elapsed().as_secs_f64()),
+            Some(bar) => {
+                let template = format!(
+                    "{{prefix}} [{{bar:30.cyan/blue}}] {{human_pos}}/{{human_len}} {}{{msg}}, done in {elapsed}",
+                    self.unit
+                );
+                bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
+                bar.finish_with_message(self.transfer());
+            }
+            None => log::info!("{}, done in {elapsed}", self.line()),
         }
     }
 }
@@ -182,8 +213,89 @@ pub fn naturalsize(bytes: u64) -> String {
     format!("{value:.1}{suffix}")
 }
 
+/// The end-of-run summary of a command: lines for people, one JSON object
+/// for machines, printed from one place ([`print`]).
+pub trait Summary {
+    fn lines(&self) -> Vec<String>;
+    fn json(&self) -> serde_json::Value;
+    /// Nothing was done and nothing is wrong: under `-q`, nothing is printed
+    /// (a no-op daily run under cron sends no mail).
+    fn is_noop(&self) -> bool;
+}
+
+/// Print a command's summary: text, or one JSON object with `--json`;
+/// nothing at all for a no-op run under `-q`.
+pub fn print(json: bool, s: &dyn Summary) {
+    if QUIET.load(Ordering::Relaxed) > 0 && s.is_noop() {
+        return;
+    }
+    summary(json, &s.lines(), s.json());
+}
+
+/// `1 file`, `2 files`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The verb of a summary line: what was done, or in a dry run what would be.
+pub fn did(dry_run: bool, done: &str, would: &str) -> String {
+    if dry_run { format!("Would {would}") } else { done.to_owned() }
+}
+
+/// The lines a dry run lists (each row, file, object it would touch),
+/// collected from any thread and printed sorted at the end, so two dry
+/// runs can be diffed. Kept in a temporary SQLite file, not in memory: a
+/// first dry run over a big store lists millions of lines.
+pub struct Listing {
+    db: Mutex<Option<(rusqlite::Connection, tempfile::TempPath)>>,
+    to_stderr: bool,
+}
+
+impl Listing {
+    /// `to_stderr`: stdout is reserved for `--json`.
+    pub fn new(to_stderr: bool) -> Self {
+        Self { db: Mutex::new(None), to_stderr }
+    }
+
+    pub fn add(&self, line: String) {
+        let mut db = self.db.lock().expect("listing poisoned");
+        if db.is_none() {
+            let opened = tempfile::Builder::new().prefix("media-offload-listing-").tempfile().ok().and_then(|f| {
+                let path = f.into_temp_path();
+                let conn = rusqlite::Connection::open(&path).ok()?;
+                conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; CREATE TABLE l (line TEXT);")
+                    .ok()?;
+                Some((conn, path))
+            });
+            match opened {
+                Some(o) => *db = Some(o),
+                None => {
+                    // No temporary file: print as it comes.
+                    drop(db);
+                    return self::line(self.to_stderr, &line);
+                }
+            }
+        }
+        if let Some((conn, _)) = db.as_ref()
+            && conn.execute("INSERT INTO l VALUES (?1)", [&line]).is_err()
+        {
+            self::line(self.to_stderr, &line);
+        }
+    }
+
+    /// Print every line, sorted, and forget them.
+    pub fn flush(&self) {
+        let Some((conn, _path)) = self.db.lock().expect("listing poisoned").take() else { return };
+        let Ok(mut stmt) = conn.prepare("SELECT line FROM l ORDER BY line") else { return };
+        let Ok(rows) = stmt.query_map([], |r| r.get::<_, String>(0)) else { return };
+        for l in rows.flatten() {
+            line(self.to_stderr, &l);
+        }
+    }
+}
+
 /// Print the summary: text lines, or one JSON object with `--json`.
-pub fn summary(json: bool, text: &[String], value: serde_json::Value) {
+fn summary(json: bool, text: &[String], value: serde_json::Value) {
     let mut out = std::io::stdout().lock();
     if json {
         let _ = writeln!(out, "{value}");

@@ -22,8 +22,7 @@ use serde_json::json;
 
 use super::Context;
 use crate::cache::{Cache, Rows};
-use crate::cli::CheckArgs;
-use crate::config::settings::Settings;
+use crate::config::settings::{Settings, StoreOptions};
 use crate::duration::parse_duration;
 use crate::error::Failure;
 use crate::homeserver_db::{HomeserverDb, Param};
@@ -106,7 +105,21 @@ struct Report {
     fix_failed: u64,
 }
 
-pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
+/// What `check` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Remove the orphans (not lost media).
+    pub fix: bool,
+    /// With `fix`: also when most of what is seen is unknown, or the
+    /// database does not look like the live one.
+    pub force: bool,
+    pub grace_period: Option<Duration>,
+    /// Examples of each finding to print.
+    pub samples: usize,
+    pub store: StoreOptions,
+}
+
+pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     let settings = Settings::resolve(&args.store, &ctx.file)?;
     let (grace, grace_source) = match (args.grace_period, &ctx.file.config.check.grace_period) {
         (Some(g), _) => (g, "--grace-period".to_owned()),
@@ -220,7 +233,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
             "no object store configured: media offloaded to a store count as lost; give the store (--bucket or homeserver.yaml)"
         );
     }
-    print(ctx.json, args.fix, grace, store.is_some(), &r);
+    report::print(ctx.json, &Summary { fix: args.fix, grace, has_store: store.is_some(), r: &r });
     let open = r.lost_media.count
         + r.damaged_files.count
         + if args.fix {
@@ -569,60 +582,101 @@ fn fix(
     Ok(())
 }
 
-fn print(json: bool, fix: bool, grace: Duration, has_store: bool, r: &Report) {
-    let mut lines = vec![format!(
-        "Checked {} media rows, {} files{}",
-        r.rows,
-        r.files,
-        if has_store { format!(", {} objects", r.objects) } else { " (no object store configured)".to_owned() }
-    )];
-    let mut section = |title: &str, f: &Finding, fixable: bool| {
-        let size = if f.bytes > 0 { format!(" ({})", naturalsize(f.bytes)) } else { String::new() };
-        let fixed = if fix && fixable { format!("; removed {}", f.fixed) } else { String::new() };
-        lines.push(format!("{title}: {}{size}{fixed}", f.count));
-        for s in &f.samples {
-            lines.push(format!("    {s}"));
+/// `check`'s summary: each kind of finding, numbered, with samples.
+struct Summary<'a> {
+    fix: bool,
+    grace: Duration,
+    has_store: bool,
+    r: &'a Report,
+}
+
+impl report::Summary for Summary<'_> {
+    fn lines(&self) -> Vec<String> {
+        let (r, fix) = (self.r, self.fix);
+        let count = report::count;
+        let mut lines = vec![format!(
+            "Checked {}, {}{}",
+            count(r.rows, "media row", "media rows"),
+            count(r.files, "file", "files"),
+            if self.has_store {
+                format!(", {}", count(r.objects, "object", "objects"))
+            } else {
+                " (no object store configured)".to_owned()
+            }
+        )];
+        let mut section = |title: &str, f: &Finding, fixable: bool| {
+            let size = if f.bytes > 0 { format!(" ({})", naturalsize(f.bytes)) } else { String::new() };
+            let fixed = if fix && fixable { format!("; removed {}", f.fixed) } else { String::new() };
+            lines.push(format!("{title}: {}{size}{fixed}", f.count));
+            for s in &f.samples {
+                lines.push(format!("    {s}"));
+            }
+        };
+        section("1. Thumbnail rows without media", &r.orphan_thumbnail_rows, true);
+        section("2. Thumbnail files without media", &r.orphan_thumbnail_files, true);
+        section("3. Files no row knows", &r.unknown_files, true);
+        section("4. Lost media (no bytes on disk or in the store)", &r.lost_media, false);
+        if self.has_store {
+            section("5. Objects no row knows", &r.unknown_objects, true);
         }
-    };
-    section("1. Thumbnail rows without media", &r.orphan_thumbnail_rows, true);
-    section("1. Thumbnail files without media", &r.orphan_thumbnail_files, true);
-    section("2. Files no row knows", &r.unknown_files, true);
-    section("3. Lost media (no bytes on disk or in the store)", &r.lost_media, false);
-    if has_store {
-        section("4. Objects no row knows", &r.unknown_objects, true);
-    }
-    if r.damaged_files.count > 0 {
         section(
-            "Local files whose size is not the homeserver's record (migrate repairs them)",
+            "6. Local files whose size is not the homeserver's record (migrate repairs them)",
             &r.damaged_files,
             false,
         );
+        if r.stale_cache_rows.count > 0 {
+            section("7. cache.db rows of media that no longer exist", &r.stale_cache_rows, true);
+        }
+        if !self.has_store {
+            lines.push("5. Objects no row knows: not checked (no object store configured)".to_owned());
+        }
+        if r.young > 0 {
+            lines.push(format!(
+                "Left alone: {} younger than {}",
+                count(r.young, "file or object", "files and objects"),
+                crate::duration::short(self.grace)
+            ));
+        }
+        if r.not_media_files.count + r.not_media_objects.count > 0 {
+            lines.push(format!(
+                "Left alone: {} and {} that are not in Synapse's layout",
+                count(r.not_media_files.count, "file", "files"),
+                count(r.not_media_objects.count, "object", "objects")
+            ));
+        }
+        for why in &r.fix_refused {
+            lines.push(format!("Not fixed: {why}"));
+        }
+        lines
     }
-    if r.stale_cache_rows.count > 0 {
-        section("cache.db rows of media that no longer exist", &r.stale_cache_rows, true);
-    }
-    if r.young > 0 {
-        lines.push(format!("Left alone: {} files and objects younger than {}", r.young, crate::duration::short(grace)));
-    }
-    if r.not_media_files.count + r.not_media_objects.count > 0 {
-        lines.push(format!(
-            "Left alone: {} files and {} objects that are not in Synapse's layout",
-            r.not_media_files.count, r.not_media_objects.count
-        ));
-    }
-    for why in &r.fix_refused {
-        lines.push(format!("Not fixed: {why}"));
-    }
-    report::summary(
-        json,
-        &lines,
-        json!({"command": "check", "fix": fix, "grace_period_secs": grace.as_secs(), "object_store": has_store,
+
+    fn json(&self) -> serde_json::Value {
+        let r = self.r;
+        json!({"command": "check", "fix": self.fix, "grace_period_secs": self.grace.as_secs(), "object_store": self.has_store,
                "rows": r.rows, "files": r.files, "objects": r.objects,
                "orphan_thumbnail_rows": r.orphan_thumbnail_rows.json(),
                "orphan_thumbnail_files": r.orphan_thumbnail_files.json(),
                "unknown_files": r.unknown_files.json(), "lost_media": r.lost_media.json(),
                "unknown_objects": r.unknown_objects.json(), "not_media_files": r.not_media_files.json(),
-               "not_media_objects": r.not_media_objects.json(), "stale_cache_rows": r.stale_cache_rows.json(), "damaged_files": r.damaged_files.json(), "young": r.young,
-               "fix_refused": r.fix_refused, "fix_failed": r.fix_failed}),
-    );
+               "not_media_objects": r.not_media_objects.json(), "stale_cache_rows": r.stale_cache_rows.json(),
+               "damaged_files": r.damaged_files.json(), "young": r.young,
+               "fix_refused": r.fix_refused, "fix_failed": r.fix_failed})
+    }
+
+    fn is_noop(&self) -> bool {
+        let r = self.r;
+        [
+            &r.orphan_thumbnail_rows,
+            &r.orphan_thumbnail_files,
+            &r.unknown_files,
+            &r.lost_media,
+            &r.unknown_objects,
+            &r.damaged_files,
+            &r.stale_cache_rows,
+        ]
+        .iter()
+        .all(|f| f.count == 0)
+            && r.fix_refused.is_empty()
+            && r.fix_failed == 0
+    }
 }

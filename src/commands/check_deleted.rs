@@ -18,7 +18,7 @@ use crate::error::Failure;
 use crate::homeserver_db::HomeserverDb;
 use crate::lock::StoreLock;
 use crate::media_store::MediaStore;
-use crate::report::{self, Progress};
+use crate::report::{self, Counting, Progress};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Checked {
@@ -38,15 +38,30 @@ impl Checked {
         }
     }
 
-    pub fn lines(&self) -> Vec<String> {
+    /// "Updated N as deleted", as the Python tool says it, then ours.
+    pub fn lines_for(&self, dry_run: bool) -> Vec<String> {
         let mut lines = vec![
-            format!("Updated {} as deleted", self.marked_deleted),
-            format!("Reopened {} whose files are back", self.reopened),
+            format!("{} {} as deleted", report::did(dry_run, "Updated", "mark"), self.marked_deleted),
+            format!("{} {} whose files are back", report::did(dry_run, "Reopened", "reopen"), self.reopened),
         ];
         if self.in_use > 0 {
-            lines.push(format!("Left {} fetched back and used since the cut-off on disk", self.in_use));
+            lines.push(format!(
+                "{} {} fetched back and used since the cut-off on disk",
+                report::did(dry_run, "Left", "leave"),
+                self.in_use
+            ));
+        }
+        if self.failed > 0 {
+            lines.push(format!(
+                "{} could not be checked (see the messages above)",
+                report::count(self.failed, "row", "rows")
+            ));
         }
         lines
+    }
+
+    pub fn is_noop(&self) -> bool {
+        self.marked_deleted == 0 && self.reopened == 0 && self.failed == 0
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -68,10 +83,26 @@ pub fn run(ctx: &Context, base: &Path) -> Result<()> {
     crate::lock::warn_if_root_over(&media);
     let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
     let checked = check(&mut cache, &media, None)?;
-    let mut value = checked.json();
-    value["command"] = "check-deleted".into();
-    report::summary(ctx.json, &checked.lines(), value);
+    report::print(ctx.json, &Summary(&checked));
     checked.into_result()
+}
+
+struct Summary<'a>(&'a Checked);
+
+impl report::Summary for Summary<'_> {
+    fn lines(&self) -> Vec<String> {
+        self.0.lines_for(false)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut value = self.0.json();
+        value["command"] = "check-deleted".into();
+        value
+    }
+
+    fn is_noop(&self) -> bool {
+        self.0.is_noop()
+    }
 }
 
 /// What a row's state should become, if it changes.
@@ -125,7 +156,7 @@ fn damaged(media: &MediaStore, db: &mut HomeserverDb, row: &CacheRow) -> bool {
 /// The work of `check-deleted`, shared with `update` and `migrate`.
 pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_>>) -> Result<Checked> {
     let total = cache.count(Rows::All)?;
-    let mut progress = Progress::new("check-deleted", "media", total, false);
+    let mut progress = Progress::new("check-deleted", "media", total, Counting::Items);
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4).min(16);
     let mut result = Checked::default();
     let mut after = 0;
@@ -189,7 +220,7 @@ pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_
         cache.set_deleted(&updates)?;
         crate::faults::point("check-deleted-page");
         result.checked += page.len() as u64;
-        progress.advance(page.len() as u64, 0);
+        progress.advance(page.len() as u64, 0, 0);
     }
     cache.commit()?;
     progress.finish();

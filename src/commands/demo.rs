@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 
 use super::{Context, check, migrate};
-use crate::cli::{CheckArgs, MigrateArgs, StoreFlags};
 use crate::report;
 
 /// Marks a folder as made by `demo`, so a rerun may replace it.
@@ -93,27 +92,37 @@ pub fn run(ctx: &Context, dir: &Path, count: u32) -> Result<()> {
     report::say(&format!("Offloading media not accessed for 30 days to {} ...\n", dir.join("object-store").display()));
 
     let demo_ctx = Context::new(None, Some(&config), ctx.lock, ctx.json)?;
-    migrate::run(
-        &demo_ctx,
-        &MigrateArgs {
-            duration: None,
-            dry_run: false,
-            settle_time: None,
-            allow_archive_storage_class: false,
-            store: StoreFlags::default(),
-        },
-    )?;
+    migrate::run(&demo_ctx, &migrate::Options::default())?;
     report::say("\nChecking that every media is recoverable and nothing is orphaned ...\n");
-    check::run(
-        &demo_ctx,
-        &CheckArgs { fix: false, force: false, grace_period: None, samples: 5, store: StoreFlags::default() },
-    )?;
+    check::run(&demo_ctx, &check::Options { samples: 5, ..Default::default() })?;
+    let me = invocation();
+    let config = shell_quote(&config.display().to_string());
     report::say(&format!(
-        "\nRun the daily job again to see that nothing is left to do:\n  media-offload --config {0} migrate\n\
-         Try a retention run (lists what it would delete):\n  media-offload --config {0} purge --remote-older-than 60d --dry-run",
-        config.display()
+        "\nRun the daily job again to see that nothing is left to do:\n  {me} --config {config} migrate\n\
+         Try a retention run (lists what it would delete):\n  {me} --config {config} purge --remote-older-than 60d --dry-run"
     ));
     Ok(())
+}
+
+/// How to run this binary from a shell, as the hints print it: its name if
+/// that is what `PATH` finds, else its full path (`cargo run` puts it in
+/// target/).
+fn invocation() -> String {
+    let Ok(me) = std::env::current_exe() else { return "media-offload".to_owned() };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|dir| dir.join("media-offload").canonicalize().ok().as_deref() == me.canonicalize().ok().as_deref())
+    });
+    if on_path { "media-offload".to_owned() } else { shell_quote(&me.display().to_string()) }
+}
+
+/// A path as a shell reads it back.
+fn shell_quote(text: &str) -> String {
+    if text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c)) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 fn prepare_dir(dir: &Path) -> Result<PathBuf> {

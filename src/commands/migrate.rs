@@ -16,8 +16,7 @@ use super::check_deleted::Reopen;
 use super::upload::Conflicts;
 use super::{Context, check_deleted, update_db, upload};
 use crate::cache::{Cache, Rows};
-use crate::cli::MigrateArgs;
-use crate::config::settings::Settings;
+use crate::config::settings::{Settings, StoreOptions};
 use crate::duration::{parse_duration, parse_short_duration};
 use crate::error::Failure;
 use crate::homeserver_db::{DbRecords, HomeserverDb};
@@ -28,7 +27,19 @@ use crate::{report, store};
 /// Used when neither `--duration` nor the config file sets one.
 pub const DEFAULT_DURATION: &str = "30d";
 
-pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
+/// What `migrate` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Offload media not accessed for this long [default: the config
+    /// file's, else 30 days].
+    pub duration: Option<Duration>,
+    pub dry_run: bool,
+    pub settle_time: Option<Duration>,
+    pub allow_archive_storage_class: bool,
+    pub store: StoreOptions,
+}
+
+pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     let settings = Settings::resolve(&args.store, &ctx.file)?;
     let duration = duration(ctx, args)?;
     let settle = settle_time(ctx, args)?;
@@ -61,7 +72,7 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
     media.ensure_layout(cache.count(Rows::All)? > 0)?;
     let reopen = Reopen { cutoff_ms: synced.cutoff_ms, db: &mut db };
     let checked = check_deleted::check(&mut cache, &media, Some(reopen))?;
-    let options = upload::Options {
+    let plan = upload::Plan {
         prefix: store_settings.prefix.clone(),
         delete: true,
         dry_run: args.dry_run,
@@ -71,20 +82,13 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
         allow_archive,
     };
     let records = DbRecords::new(&settings.database);
-    let totals = upload::upload(&mut cache, &media, store.as_ref(), &options, Conflicts::ByRecord(&records))?;
+    let totals = upload::upload(&mut cache, &media, store.as_ref(), &plan, Conflicts::ByRecord(&records))?;
     drop(cache);
     drop(scratch);
 
-    let mut lines = vec![format!("Synced {} new rows", synced.new_rows)];
-    lines.extend(checked.lines());
-    lines.extend(totals.lines(&options));
-    report::summary(
+    report::print(
         ctx.json,
-        &lines,
-        json!({"command": "migrate", "dry_run": args.dry_run,
-               "update_db": {"cutoff_ms": synced.cutoff_ms, "new_rows": synced.new_rows, "invalid_rows": synced.invalid_rows},
-               "check_deleted": checked.json(),
-               "upload": totals.json(args.dry_run)}),
+        &Summary { synced: &synced, checked: &checked, upload: upload::Summary { totals: &totals, plan: &plan } },
     );
     let failed = synced.invalid_rows + checked.failed + totals.failed_files + totals.invalid_rows + totals.conflicts;
     match failed {
@@ -93,9 +97,37 @@ pub fn run(ctx: &Context, args: &MigrateArgs) -> Result<()> {
     }
 }
 
+/// `migrate`'s summary: its three steps' lines, in the Python tool's words.
+struct Summary<'a> {
+    synced: &'a update_db::Synced,
+    checked: &'a check_deleted::Checked,
+    upload: upload::Summary<'a>,
+}
+
+impl report::Summary for Summary<'_> {
+    fn lines(&self) -> Vec<String> {
+        let dry_run = self.upload.plan.dry_run;
+        let mut lines = self.synced.lines_for(dry_run);
+        lines.extend(self.checked.lines_for(dry_run));
+        lines.extend(report::Summary::lines(&self.upload));
+        lines
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"command": "migrate", "dry_run": self.upload.plan.dry_run,
+               "update_db": self.synced.json_fields(),
+               "check_deleted": self.checked.json(),
+               "upload": report::Summary::json(&self.upload)})
+    }
+
+    fn is_noop(&self) -> bool {
+        report::Summary::is_noop(self.synced) && self.checked.is_noop() && report::Summary::is_noop(&self.upload)
+    }
+}
+
 /// How long a file must be left alone after its last change: the flag,
 /// `MEDIA_OFFLOAD_SETTLE_TIME`, the config file's `settle_time`, 10 minutes.
-fn settle_time(ctx: &Context, args: &MigrateArgs) -> Result<Duration> {
+fn settle_time(ctx: &Context, args: &Options) -> Result<Duration> {
     let flag = args.settle_time.map(|d| format!("{}s", d.as_secs()));
     match ctx.file.setting("settle_time", flag, ctx.file.config.settle_time.clone()) {
         None => Ok(upload::DEFAULT_SETTLE),
@@ -106,7 +138,7 @@ fn settle_time(ctx: &Context, args: &MigrateArgs) -> Result<Duration> {
     }
 }
 
-fn duration(ctx: &Context, args: &MigrateArgs) -> Result<Duration> {
+fn duration(ctx: &Context, args: &Options) -> Result<Duration> {
     let flag = args.duration.map(|d| format!("{}s", d.as_secs()));
     let (text, source) = ctx
         .file

@@ -24,8 +24,7 @@ use serde_json::json;
 
 use super::Context;
 use crate::cache::Cache;
-use crate::cli::PurgeArgs;
-use crate::config::settings::Settings;
+use crate::config::settings::{Settings, StoreOptions};
 use crate::duration::{cutoff_ms, parse_duration};
 use crate::error::Failure;
 use crate::faults;
@@ -68,7 +67,20 @@ struct Target {
     paths: MediaPaths,
 }
 
-pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
+/// What `purge` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub remote_older_than: Option<Duration>,
+    pub local_older_than: Option<Duration>,
+    /// Only local media larger than this many bytes.
+    pub size_gt: Option<u64>,
+    pub dry_run: bool,
+    /// Purge although the database does not look like the live one.
+    pub force: bool,
+    pub store: StoreOptions,
+}
+
+pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     let settings = Settings::resolve(&args.store, &ctx.file)?;
     let rules = rules(ctx, args, &settings)?;
     let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
@@ -92,7 +104,7 @@ pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
         store: store.as_deref(),
         prefix: &prefix,
         dry_run: args.dry_run,
-        json: ctx.json,
+        listing: report::Listing::new(ctx.json),
         concurrency: settings.concurrency,
     };
 
@@ -111,7 +123,8 @@ pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
         let tally = purger.purge(&mut db, cache.as_mut(), rule, &avatars)?;
         results.push((rule.clone(), tally));
     }
-    print_summary(ctx.json, args.dry_run, &results, store.is_some());
+    purger.listing.flush();
+    report::print(ctx.json, &Summary { dry_run: args.dry_run, results: &results, has_store: store.is_some() });
     let failed: u64 = results.iter().map(|(_, t)| t.failed + t.refused).sum();
     match failed {
         0 => Ok(()),
@@ -119,7 +132,7 @@ pub fn run(ctx: &Context, args: &PurgeArgs) -> Result<()> {
     }
 }
 
-fn rules(ctx: &Context, args: &PurgeArgs, settings: &Settings) -> Result<Vec<Rule>> {
+fn rules(ctx: &Context, args: &Options, settings: &Settings) -> Result<Vec<Rule>> {
     let file = &ctx.file.config.purge;
     // The policy comes whole from the first place that sets one: the
     // command line, else the config file's purge section, else
@@ -252,7 +265,8 @@ struct Purger<'a> {
     store: Option<&'a dyn ObjectStore>,
     prefix: &'a str,
     dry_run: bool,
-    json: bool,
+    /// What a dry run would delete, printed sorted at the end.
+    listing: report::Listing,
     concurrency: usize,
 }
 
@@ -286,7 +300,7 @@ impl Purger<'_> {
             }
             if self.dry_run {
                 for t in &targets {
-                    report::line(self.json, &format!("would delete row {} {}", rule.kind.as_str(), mxc(t)));
+                    self.listing.add(format!("would delete row {} {}", rule.kind.as_str(), mxc(t)));
                 }
             } else {
                 let deleted = delete_rows(db, rule, &targets)?;
@@ -334,7 +348,7 @@ impl Purger<'_> {
             match self.media.files_of(&t.paths) {
                 Ok(listing) => {
                     for f in listing.files {
-                        report::line(self.json, &format!("would delete file {} ({})", f.rel, naturalsize(f.size)));
+                        self.listing.add(format!("would delete file {} ({})", f.rel, naturalsize(f.size)));
                         tally.files += 1;
                         tally.file_bytes += f.size;
                     }
@@ -381,7 +395,7 @@ impl Purger<'_> {
         }
         for o in keys {
             if self.dry_run {
-                report::line(self.json, &format!("would delete object {} ({})", o.key, naturalsize(o.size)));
+                self.listing.add(format!("would delete object {} ({})", o.key, naturalsize(o.size)));
             } else if let Err(e) = store.delete(&o.key) {
                 log::error!("{e} (its row is gone; `check --fix` removes the object)");
                 tally.failed += 1;
@@ -496,45 +510,75 @@ fn delete_rows(db: &mut HomeserverDb, rule: &Rule, targets: &[Target]) -> Result
     Ok(changed.chunks(2).map(|pair| pair[0] > 0).collect())
 }
 
-fn print_summary(json: bool, dry_run: bool, results: &[(Rule, Tally)], has_store: bool) {
-    let verb =
-        |past: &str| if dry_run { format!("(dry run) Would have {}", past.to_lowercase()) } else { past.to_owned() };
-    let mut lines = Vec::new();
-    let mut value = serde_json::Map::new();
-    for (rule, t) in results {
-        let kind = rule.kind.as_str();
-        lines.push(format!(
-            "{} {} {kind} media not accessed for {}",
-            verb("Purged"),
-            t.media,
-            crate::duration::short(rule.older_than)
-        ));
-        lines.push(format!("{} {} files ({})", verb("Deleted"), t.files, naturalsize(t.file_bytes)));
-        if has_store {
-            lines.push(format!("{} {} objects ({})", verb("Deleted"), t.objects, naturalsize(t.object_bytes)));
-        }
-        if t.avatars_kept > 0 {
-            lines.push(format!("Kept {} avatars", t.avatars_kept));
-        }
-        if t.kept_in_use > 0 {
-            lines.push(format!("Kept {} media accessed or protected since they were selected", t.kept_in_use));
-        }
-        if t.refused + t.failed > 0 {
+/// `purge`'s summary: per kind purged, what went and what was kept.
+struct Summary<'a> {
+    dry_run: bool,
+    results: &'a [(Rule, Tally)],
+    has_store: bool,
+}
+
+impl report::Summary for Summary<'_> {
+    fn lines(&self) -> Vec<String> {
+        let dry = self.dry_run;
+        let mut lines = Vec::new();
+        for (rule, t) in self.results {
+            let kind = rule.kind.as_str();
             lines.push(format!(
-                "{} rows were refused and {} deletions failed; see the messages above",
-                t.refused, t.failed
+                "{} {} {kind} media not accessed for {}",
+                report::did(dry, "Purged", "purge"),
+                t.media,
+                crate::duration::short(rule.older_than)
             ));
+            lines.push(format!(
+                "{} {} ({})",
+                report::did(dry, "Deleted", "delete"),
+                report::count(t.files, "file", "files"),
+                naturalsize(t.file_bytes)
+            ));
+            if self.has_store {
+                lines.push(format!(
+                    "{} {} ({})",
+                    report::did(dry, "Deleted", "delete"),
+                    report::count(t.objects, "object", "objects"),
+                    naturalsize(t.object_bytes)
+                ));
+            }
+            if t.avatars_kept > 0 {
+                let avatars = report::count(t.avatars_kept, "avatar", "avatars");
+                lines.push(format!("{} {avatars}", report::did(dry, "Kept", "keep")));
+            }
+            if t.kept_in_use > 0 {
+                lines.push(format!("Kept {} media accessed or protected since they were selected", t.kept_in_use));
+            }
+            if t.refused + t.failed > 0 {
+                lines.push(format!(
+                    "{} refused and {} failed; see the messages above",
+                    report::count(t.refused, "row was", "rows were"),
+                    report::count(t.failed, "deletion", "deletions")
+                ));
+            }
         }
-        value.insert(
-            kind.to_owned(),
-            json!({"older_than_secs": rule.older_than.as_secs(), "source": rule.source, "cutoff_ms": rule.cutoff_ms,
-                   "media": t.media, "files": t.files, "file_bytes": t.file_bytes, "objects": t.objects,
-                   "object_bytes": t.object_bytes, "avatars_kept": t.avatars_kept, "kept_in_use": t.kept_in_use,
-                   "refused": t.refused, "failed": t.failed}),
-        );
+        lines
     }
-    value.insert("command".into(), json!("purge"));
-    value.insert("dry_run".into(), json!(dry_run));
-    value.insert("object_store".into(), json!(has_store));
-    report::summary(json, &lines, serde_json::Value::Object(value));
+
+    fn json(&self) -> serde_json::Value {
+        let mut value = serde_json::Map::new();
+        for (rule, t) in self.results {
+            value.insert(
+                rule.kind.as_str().to_owned(),
+                json!({"older_than_secs": rule.older_than.as_secs(), "source": rule.source, "cutoff_ms": rule.cutoff_ms,
+                       "media": t.media, "files": t.files, "file_bytes": t.file_bytes, "objects": t.objects,
+                       "object_bytes": t.object_bytes, "avatars_kept": t.avatars_kept, "kept_in_use": t.kept_in_use,
+                       "refused": t.refused, "failed": t.failed}),
+            );
+        }
+        value.insert("command".into(), json!("purge"));
+        value.insert("dry_run".into(), json!(self.dry_run));
+        value.insert("object_store".into(), json!(self.has_store));
+        serde_json::Value::Object(value)
+    }
+
+    fn is_noop(&self) -> bool {
+        self.results.iter().all(|(_, t)| t.media + t.files + t.objects + t.refused + t.failed == 0)
+    }
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::Context;
 use crate::cache::Cache;
-use crate::cli::DbSelection;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::settings::read_homeserver_config;
@@ -28,20 +28,57 @@ pub struct Synced {
     pub invalid_rows: u64,
 }
 
-pub fn run(ctx: &Context, selection: &DbSelection) -> Result<()> {
+/// What `update-db` is asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Select media not accessed for this long.
+    pub duration: Duration,
+    /// Where the homeserver config is (unless ./database.yaml exists).
+    pub homeserver_config_path: Vec<PathBuf>,
+}
+
+pub fn run(ctx: &Context, selection: &Options) -> Result<()> {
     let (_lock, mut cache) = ctx.open_cache()?;
     let mut db = HomeserverDb::connect(&database_of(selection)?)?;
     let synced = sync_with(&mut cache, &mut db, selection.duration)?;
-    report::summary(
-        ctx.json,
-        &[format!("Synced {} new rows", synced.new_rows)],
-        json!({"command": "update-db", "cutoff_ms": synced.cutoff_ms, "new_rows": synced.new_rows,
-               "invalid_rows": synced.invalid_rows}),
-    );
+    report::print(ctx.json, &synced);
     synced.into_result()
 }
 
+impl report::Summary for Synced {
+    fn lines(&self) -> Vec<String> {
+        self.lines_for(false)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut v = self.json_fields();
+        v["command"] = "update-db".into();
+        v
+    }
+
+    fn is_noop(&self) -> bool {
+        self.new_rows == 0 && self.invalid_rows == 0
+    }
+}
+
 impl Synced {
+    /// "Synced N new rows", as the Python tool says it.
+    pub fn lines_for(&self, dry_run: bool) -> Vec<String> {
+        let mut lines = vec![format!(
+            "{} {}",
+            report::did(dry_run, "Synced", "sync"),
+            report::count(self.new_rows, "new row", "new rows")
+        )];
+        if self.invalid_rows > 0 {
+            lines.push(format!("{} refused (see the messages above)", report::count(self.invalid_rows, "row", "rows")));
+        }
+        lines
+    }
+
+    pub fn json_fields(&self) -> serde_json::Value {
+        json!({"cutoff_ms": self.cutoff_ms, "new_rows": self.new_rows, "invalid_rows": self.invalid_rows})
+    }
+
     pub fn into_result(&self) -> Result<()> {
         match self.invalid_rows {
             0 => Ok(()),
@@ -52,7 +89,7 @@ impl Synced {
 
 /// The homeserver database `update-db` reads, found as `s3_media_upload`
 /// finds it: `./database.yaml`, else the homeserver config.
-pub fn database_of(selection: &DbSelection) -> Result<DbConfig> {
+pub fn database_of(selection: &Options) -> Result<DbConfig> {
     let config = read_homeserver_config(&selection.homeserver_config_path, "--homeserver-config-path")?;
     let (db_config, source) = locate_database(&config)?;
     log::info!("homeserver database: {} (from {source})", db_config.describe());

@@ -20,6 +20,7 @@
 //! credentials or an unreachable store stop the run at once.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -30,7 +31,6 @@ use serde::Serialize;
 
 use super::{Context, PAGE};
 use crate::cache::{Cache, CacheRow, Rows};
-use crate::cli::UploadArgs;
 pub use crate::config::settings::SSE_KEY_ENV;
 use crate::config::{Secret, read_secret_file};
 use crate::error::Failure;
@@ -38,7 +38,7 @@ use crate::faults;
 use crate::homeserver_db::Records;
 use crate::lock::StoreLock;
 use crate::media_store::{LocalFile, MediaPaths, MediaStore, Unlinked};
-use crate::report::{self, Progress, naturalsize};
+use crate::report::{self, Counting, Progress, naturalsize};
 use crate::store::{
     self, ARCHIVE_CLASSES, Comparison, LocalData, ObjectInfo, ObjectStore, Proof, StoreError, StoreSettings,
 };
@@ -48,8 +48,30 @@ const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// The default settle time.
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(600);
 
+/// What `upload` is asked to do (the `s3_media_upload` command line).
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub base_path: PathBuf,
+    /// A bucket name, or a directory store (`/...`, `./...`, `file:///...`).
+    pub bucket: String,
+    pub prefix: String,
+    pub storage_class: String,
+    /// The SSE-C key given on the command line (visible in `ps`).
+    pub sse_customer_key: Option<String>,
+    pub sse_customer_key_file: Option<PathBuf>,
+    pub sse_customer_algo: String,
+    pub delete: bool,
+    pub endpoint_url: Option<String>,
+    pub concurrency: usize,
+    pub settle_time: Duration,
+    pub overwrite_mismatched: bool,
+    pub allow_archive_storage_class: bool,
+    pub dry_run: bool,
+}
+
+/// How the upload phase runs (shared by `upload` and `migrate`).
+#[derive(Debug, Clone)]
+pub struct Plan {
     pub prefix: String,
     pub delete: bool,
     pub dry_run: bool,
@@ -115,7 +137,7 @@ struct MediaResult {
     fatal: Option<StoreError>,
 }
 
-pub fn run(ctx: &Context, args: &UploadArgs) -> Result<()> {
+pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     let settings = store_settings(args)?;
     if args.delete && !args.allow_archive_storage_class {
         refuse_archive_class(&settings, "--allow-archive-storage-class")?;
@@ -125,19 +147,20 @@ pub fn run(ctx: &Context, args: &UploadArgs) -> Result<()> {
     let media = MediaStore::open(&args.base_path, cache.count(Rows::NotDeleted)? > 0)?;
     crate::lock::warn_if_root_over(&media);
     let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
-    let options = Options {
+    let plan = Plan {
         prefix: args.prefix.clone(),
         delete: args.delete,
         dry_run: args.dry_run,
-        concurrency: args.concurrency.into(),
+        concurrency: args.concurrency,
         json: ctx.json,
         settle: args.settle_time,
         allow_archive: args.allow_archive_storage_class,
     };
     let conflicts = if args.overwrite_mismatched { Conflicts::Overwrite } else { Conflicts::Keep };
     log::info!("uploading to {}", store.describe());
-    let totals = upload(&mut cache, &media, store.as_ref(), &options, conflicts)?;
-    print_summary(ctx.json, &totals, &options);
+    let totals = upload(&mut cache, &media, store.as_ref(), &plan, conflicts)?;
+    let summary = Summary { totals: &totals, plan: &plan };
+    report::print(ctx.json, &summary);
     totals.into_result()
 }
 
@@ -184,18 +207,25 @@ impl Totals {
         self.uploaded_media += u64::from(o.uploaded_files > 0);
         self.deleted_media += u64::from(o.deleted_files > 0);
     }
+}
 
-    /// The summary lines, worded as the Python tool words them, then ours.
-    pub fn lines(&self, opts: &Options) -> Vec<String> {
-        let t = self;
-        let p = if opts.dry_run { "(dry run) Would have " } else { "" };
+/// `upload`'s summary: the Python tool's lines, then ours.
+pub struct Summary<'a> {
+    pub totals: &'a Totals,
+    pub plan: &'a Plan,
+}
+
+impl report::Summary for Summary<'_> {
+    fn lines(&self) -> Vec<String> {
+        let (t, dry) = (self.totals, self.plan.dry_run);
+        let files = |n| report::count(n, "file", "files");
         let mut lines = vec![
-            format!("{p}Uploaded {} media out of {}", t.uploaded_media, t.media_total),
-            format!("{p}Uploaded {} files", t.uploaded_files),
-            format!("{p}Uploaded {}", naturalsize(t.uploaded_bytes)),
-            format!("{p}Deleted {} media", t.deleted_media),
-            format!("{p}Deleted {} files", t.deleted_files),
-            format!("{p}Deleted {}", naturalsize(t.deleted_bytes)),
+            format!("{} {} media out of {}", report::did(dry, "Uploaded", "upload"), t.uploaded_media, t.media_total),
+            format!("{} {}", report::did(dry, "Uploaded", "upload"), files(t.uploaded_files)),
+            format!("{} {}", report::did(dry, "Uploaded", "upload"), naturalsize(t.uploaded_bytes)),
+            format!("{} {} media", report::did(dry, "Deleted", "delete"), t.deleted_media),
+            format!("{} {}", report::did(dry, "Deleted", "delete"), files(t.deleted_files)),
+            format!("{} {}", report::did(dry, "Deleted", "delete"), naturalsize(t.deleted_bytes)),
         ];
         if !t.deleted_by.is_empty() {
             let by: Vec<String> = Proof::ALL
@@ -205,46 +235,70 @@ impl Totals {
             lines.push(format!("Deletions proven: {}", by.join(", ")));
         }
         if t.already_present_files > 0 {
-            lines.push(format!("{} files were already in the store (verified)", t.already_present_files));
+            let are = if t.already_present_files == 1 { "was" } else { "were" };
+            lines.push(match dry {
+                true => format!("Would skip {} already in the store (verified)", files(t.already_present_files)),
+                false => format!("{} {are} already in the store (verified)", files(t.already_present_files)),
+            });
         }
         if t.settling_files > 0 {
-            lines.push(format!(
-                "{} files modified in the last {} were left for the next run",
-                t.settling_files,
-                crate::duration::short(opts.settle)
-            ));
+            let age = crate::duration::short(self.plan.settle);
+            let was = if t.settling_files == 1 { "was" } else { "were" };
+            lines.push(match dry {
+                true => format!("Would leave {} modified in the last {age} for the next run", files(t.settling_files)),
+                false => format!("{} modified in the last {age} {was} left for the next run", files(t.settling_files)),
+            });
         }
         if t.repaired_local_files > 0 {
             lines.push(format!(
-                "{p}Removed {} damaged local copies: the stored object matches the homeserver's record",
-                t.repaired_local_files
+                "{} {}: the stored object matches the homeserver's record",
+                report::did(dry, "Removed", "remove"),
+                report::count(t.repaired_local_files, "damaged local copy", "damaged local copies")
             ));
         }
         if t.replaced_objects > 0 {
             lines.push(format!(
-                "{p}Replaced {} objects with the local file the homeserver's record confirms",
-                t.replaced_objects
+                "{} {} with the local file the homeserver's record confirms",
+                report::did(dry, "Replaced", "replace"),
+                report::count(t.replaced_objects, "object", "objects")
             ));
         }
         if t.archived_kept > 0 {
-            lines
-                .push(format!("{} files kept: their objects are in a class Synapse cannot read back", t.archived_kept));
+            lines.push(format!(
+                "{} {}: the objects are in a class Synapse cannot read back",
+                report::did(dry, "Kept", "keep"),
+                files(t.archived_kept)
+            ));
         }
         if t.conflicts > 0 {
             lines.push(format!(
-                "{} conflicts: the object and the local file differ; both were kept (see the messages above)",
-                t.conflicts
+                "{}: the object and the local file differ; {} both (see the messages above)",
+                report::count(t.conflicts, "conflict", "conflicts"),
+                if dry { "would keep" } else { "kept" }
             ));
         }
         if t.failed_files + t.invalid_rows > 0 {
             lines.push(format!(
-                "{} files failed and {} rows were refused; their local files were kept",
-                t.failed_files, t.invalid_rows
+                "{} failed and {} refused; their local files {} kept",
+                files(t.failed_files),
+                report::count(t.invalid_rows, "row was", "rows were"),
+                if dry { "would be" } else { "were" }
             ));
         }
         lines
     }
 
+    fn json(&self) -> serde_json::Value {
+        self.totals.json(self.plan.dry_run)
+    }
+
+    fn is_noop(&self) -> bool {
+        let t = self.totals;
+        Totals { media_total: t.media_total, ..Default::default() } == *t
+    }
+}
+
+impl Totals {
     pub fn json(&self, dry_run: bool) -> serde_json::Value {
         let mut value = serde_json::to_value(self).expect("plain counters serialize");
         if let Some(map) = value.as_object_mut() {
@@ -255,13 +309,9 @@ impl Totals {
     }
 }
 
-pub fn print_summary(json: bool, t: &Totals, opts: &Options) {
-    report::summary(json, &t.lines(opts), t.json(opts.dry_run));
-}
-
 /// The store settings an `upload` command line gives (credentials from
 /// the AWS SDK's default chain, as boto3 takes them).
-pub fn store_settings(args: &UploadArgs) -> Result<StoreSettings> {
+pub fn store_settings(args: &Options) -> Result<StoreSettings> {
     Ok(StoreSettings {
         bucket: args.bucket.clone(),
         endpoint_url: args.endpoint_url.clone(),
@@ -274,7 +324,7 @@ pub fn store_settings(args: &UploadArgs) -> Result<StoreSettings> {
     })
 }
 
-fn sse_key(args: &UploadArgs) -> Result<Option<String>> {
+fn sse_key(args: &Options) -> Result<Option<String>> {
     if let Some(key) = args.sse_customer_key.as_ref().filter(|k| !k.is_empty()) {
         log::warn!(
             "--sse-customer-key shows the key in the process list; prefer --sse-customer-key-file or {SSE_KEY_ENV}"
@@ -292,16 +342,18 @@ pub fn upload(
     cache: &mut Cache,
     media: &MediaStore,
     store: &dyn ObjectStore,
-    opts: &Options,
+    opts: &Plan,
     conflicts: Conflicts<'_>,
 ) -> Result<Totals> {
     let total = cache.count(Rows::NotDeleted)?;
     let mut totals = Totals { media_total: total, ..Default::default() };
-    let mut progress = Progress::new("upload", "media", total, true);
+    let mut progress = Progress::new("upload", "media", total, Counting::Transfer { dry_run: opts.dry_run });
     let reader = cache.reader()?;
     let stop = AtomicBool::new(false);
     let workers = opts.concurrency.max(1);
-    let worker = Worker { media, store, opts, conflicts, settled_before: SystemTime::now() - opts.settle };
+    let listing = report::Listing::new(opts.json);
+    let worker =
+        Worker { media, store, opts, conflicts, settled_before: SystemTime::now() - opts.settle, listing: &listing };
     let mut fatal: Option<StoreError> = None;
 
     let (job_tx, job_rx) = mpsc::sync_channel::<CacheRow>(workers * 2);
@@ -376,12 +428,13 @@ pub fn upload(
                 }
                 last_flush = Instant::now();
             }
-            progress.advance(1, r.t.uploaded_bytes);
+            progress.advance(1, r.t.uploaded_files, r.t.uploaded_bytes);
         }
         record(&mut pending)?;
         producer.join().map_err(|_| anyhow!("cache reader thread panicked"))?
     });
     progress.finish();
+    listing.flush();
     outcome?;
     if let Some(e) = fatal {
         return Err(anyhow!("stopped: {e}"));
@@ -392,10 +445,12 @@ pub fn upload(
 struct Worker<'a> {
     media: &'a MediaStore,
     store: &'a dyn ObjectStore,
-    opts: &'a Options,
+    opts: &'a Plan,
     conflicts: Conflicts<'a>,
     /// Files modified after this are still being written.
     settled_before: SystemTime,
+    /// What a dry run would do, printed sorted at the end.
+    listing: &'a report::Listing,
 }
 
 /// Why a file was not deleted this time, when that is not a failure.
@@ -561,7 +616,7 @@ impl Worker<'_> {
     /// back). `Ok(None)`: failed, counted.
     fn put_and_prove(&self, key: &str, data: &LocalData, t: &mut Totals) -> Result<Option<Proof>, StoreError> {
         if self.opts.dry_run {
-            report::line(self.opts.json, &format!("would upload {key} ({})", naturalsize(data.digest.size)));
+            self.listing.add(format!("would upload {key} ({})", naturalsize(data.digest.size)));
             t.uploaded_files += 1;
             t.uploaded_bytes += data.digest.size;
             return Ok(Some(Proof::Etag));
@@ -702,7 +757,7 @@ impl Worker<'_> {
     ) -> Kept {
         if self.opts.dry_run {
             let what = if proof.is_some() { "delete" } else { "remove the damaged local copy" };
-            report::line(self.opts.json, &format!("would {what} {}", file.rel));
+            self.listing.add(format!("would {what} {}", file.rel));
             match proof {
                 Some(_) => {
                     t.deleted_files += 1;

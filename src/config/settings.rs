@@ -18,7 +18,6 @@ use anyhow::{Result, anyhow, bail};
 use super::file::FileConfig;
 use super::homeserver::{HomeserverConfig, HomeserverMedia};
 use super::{DbConfig, Secret, locate_database, read_secret_file};
-use crate::cli::StoreFlags;
 use crate::store::STORAGE_CLASSES;
 use crate::store::{Credentials, StoreSettings};
 
@@ -54,6 +53,23 @@ impl LoadedFile {
         let name = self.path.as_ref().map_or_else(|| "config file".to_owned(), |p| p.display().to_string());
         format!("{name}: {key}")
     }
+}
+
+/// Where the homeserver, its media and the store are, as a command line
+/// gives them (every value optional: the rest comes from the environment,
+/// the config file and homeserver.yaml).
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    pub homeserver_config_path: Option<Vec<PathBuf>>,
+    pub media_store_path: Option<PathBuf>,
+    pub bucket: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub prefix: Option<String>,
+    pub storage_class: Option<String>,
+    pub sse_customer_key_file: Option<PathBuf>,
+    pub sse_customer_algo: Option<String>,
+    pub concurrency: Option<u16>,
 }
 
 /// Everything a run needs to find the homeserver, its media and the store.
@@ -141,7 +157,7 @@ pub fn read_homeserver_config(paths: &[PathBuf], source: &str) -> Result<Homeser
 }
 
 impl Settings {
-    pub fn resolve(flags: &StoreFlags, file: &LoadedFile) -> Result<Self> {
+    pub fn resolve(flags: &StoreOptions, file: &LoadedFile) -> Result<Self> {
         let cfg = &file.config;
         let (paths, paths_source) = homeserver_config_paths(flags.homeserver_config_path.as_deref(), file);
         let config = read_homeserver_config(&paths, &paths_source)?;
@@ -209,7 +225,7 @@ impl Settings {
         })
     }
 
-    fn store(r: &Resolver<'_>, flags: &StoreFlags, cfg: &FileConfig, bucket: String) -> Result<StoreSettings> {
+    fn store(r: &Resolver<'_>, flags: &StoreOptions, cfg: &FileConfig, bucket: String) -> Result<StoreSettings> {
         let region =
             r.pick("region_name", flags.region.clone(), cfg.region_name.clone(), Some("region_name")).map(|(v, _)| v);
         let endpoint_url = r

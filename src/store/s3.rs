@@ -25,7 +25,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass};
 use base64::Engine as _;
@@ -134,8 +134,12 @@ impl S3Store {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(url) = &settings.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!("endpoint URL {url:?} has no scheme: add http:// or https://");
+            }
             config = config.endpoint_url(url).force_path_style(true);
         }
+        config = config.interceptor(LogRetries);
         let mut store = Self {
             runtime,
             client: Client::from_conf(config.build()),
@@ -152,7 +156,12 @@ impl S3Store {
     /// or the service cannot be reached, rather than one error per file.
     fn preflight(&mut self) -> anyhow::Result<()> {
         let bucket = self.settings.bucket.clone();
-        let result = self.runtime.block_on(self.client.head_bucket().bucket(&bucket).send());
+        // Few retries here: a closed or mistyped endpoint fails in seconds.
+        let quick = aws_sdk_s3::config::Builder::default().retry_config(
+            RetryConfig::standard().with_max_attempts(3).with_initial_backoff(Duration::from_millis(200)),
+        );
+        let result =
+            self.runtime.block_on(self.client.head_bucket().bucket(&bucket).customize().config_override(quick).send());
         let Err(err) = result else { return Ok(()) };
         let status = err.raw_response().map(|r| r.status().as_u16());
         let region = err.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")).map(str::to_owned);
@@ -463,16 +472,17 @@ where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
     let kind = classify(&err);
-    let hint = match kind {
-        ErrorKind::Denied => ": the credentials, the bucket policy or the SSE-C key are refused",
-        ErrorKind::NoCredentials => {
-            ": no S3 credentials found (looked in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the AWS profile files, \
-             the instance metadata service, and for migrate, purge and check also in $CREDENTIALS_DIRECTORY and \
-             homeserver.yaml)"
+    let text = match kind {
+        ErrorKind::NoCredentials => "no S3 credentials found (looked in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+             AWS_PROFILE and the AWS config files, the instance metadata service, and for migrate, purge and check \
+             also in $CREDENTIALS_DIRECTORY and homeserver.yaml)"
+            .to_owned(),
+        ErrorKind::Denied => {
+            format!("{}: the credentials, the bucket policy or the SSE-C key are refused", describe_sdk_error(&err))
         }
-        _ => "",
+        _ => describe_sdk_error(&err),
     };
-    StoreError::new(kind, format!("{op} {key}: {}{hint}", describe_sdk_error(&err)))
+    StoreError::new(kind, format!("{op} {key}: {text}"))
 }
 
 /// What kind of failure an SDK error is.
@@ -558,20 +568,120 @@ fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// One readable line for a failed call. An error answer says its S3 code
-/// and HTTP status; one without a body (any answer to HEAD) has only the
-/// status, which the SDK's own text leaves out.
+/// One readable line for a failed call, never a debug dump. An error
+/// answer says its S3 code and HTTP status; one without a body (any answer
+/// to HEAD) has only the status, which the SDK's own text leaves out. A
+/// call that got no answer says why in a few words.
 fn describe_sdk_error<E>(err: &SdkError<E, HttpResponse>) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
-    let SdkError::ServiceError(service) = err else { return DisplayErrorContext(err).to_string() };
+    let service = match err {
+        SdkError::ServiceError(service) => service,
+        SdkError::TimeoutError(_) => return "no answer in time".to_owned(),
+        other => return cause_of(other),
+    };
     let status = service.raw().status().as_u16();
     match (service.err().code(), service.err().message()) {
         (Some(code), Some(message)) => format!("{code}: {message} (HTTP {status})"),
         (Some(code), None) => format!("{code} (HTTP {status})"),
         (None, _) if status == 403 => "access denied (HTTP 403)".to_owned(),
+        (None, _) if status == 404 => "not found (HTTP 404)".to_owned(),
         (None, _) => format!("the server answered HTTP {status}"),
+    }
+}
+
+/// Why a request got no answer: the connection was refused, the name did
+/// not resolve, TLS failed, ...; else the innermost cause's own words.
+fn cause_of(err: &(dyn std::error::Error + 'static)) -> String {
+    use std::io::ErrorKind as Io;
+    let mut texts = Vec::new();
+    let mut io = None;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(c) = cause {
+        if let Some(e) = c.downcast_ref::<std::io::Error>() {
+            io = io.or(Some(e.kind()));
+        }
+        texts.push(c.to_string());
+        cause = c.source();
+    }
+    let all = texts.join(": ").to_lowercase();
+    match io {
+        Some(Io::ConnectionRefused) => return "connection refused (is the endpoint's host and port right?)".into(),
+        Some(Io::HostUnreachable | Io::NetworkUnreachable) => return "the endpoint's host cannot be reached".into(),
+        Some(Io::ConnectionReset) => return "the connection was reset".into(),
+        Some(Io::TimedOut) => return "the connection timed out".into(),
+        _ => {}
+    }
+    if all.contains("dns error")
+        || all.contains("failed to lookup address")
+        || all.contains("name or service not known")
+    {
+        return "the endpoint's host name could not be resolved".into();
+    }
+    if all.contains("connection refused") {
+        return "connection refused (is the endpoint's host and port right?)".into();
+    }
+    if all.contains("certificate") || all.contains("tls") || all.contains("handshake") {
+        let inner = texts.iter().rev().find(|t| !t.is_empty()).cloned().unwrap_or_default();
+        return format!("TLS failed: {inner}");
+    }
+    if all.contains("timeout") || all.contains("timed out") {
+        return "no answer in time".into();
+    }
+    // The innermost cause that says something (the outer ones are the
+    // SDK's "dispatch failure" wrappers).
+    texts
+        .iter()
+        .rev()
+        .find(|t| !t.is_empty() && !t.contains("dispatch failure") && !t.starts_with("other"))
+        .or_else(|| texts.last())
+        .cloned()
+        .unwrap_or_else(|| "unknown failure".into())
+}
+
+/// Logs each failed attempt the SDK retries, as it happens, instead of a
+/// silent wait: a closed endpoint or a flaky store shows up in the journal.
+#[derive(Debug)]
+struct LogRetries;
+
+impl aws_sdk_s3::config::Intercept for LogRetries {
+    fn name(&self) -> &'static str {
+        "LogRetries"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let Some(Err(e)) = context.output_or_error() else { return Ok(()) };
+        let status = context.response().map(|r| r.status().as_u16());
+        let retried = e.is_timeout_error()
+            || e.is_response_error()
+            || e.is_connector_error()
+            || status.is_some_and(|s| s >= 500 || s == 429);
+        if !retried {
+            return Ok(());
+        }
+        let operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map_or("request", |m| m.name())
+            .to_owned();
+        let attempt =
+            cfg.load::<aws_smithy_runtime_api::client::retries::RequestAttempts>().map_or(1, |a| a.attempts());
+        let max = cfg.load::<RetryConfig>().map_or(1, |c| c.max_attempts());
+        let why = match status {
+            Some(s) if e.is_operation_error() => format!("HTTP {s}"),
+            _ => cause_of(e),
+        };
+        if attempt < max {
+            log::warn!("S3 {operation}: {why} (attempt {attempt} of {max}); retrying");
+        } else {
+            log::debug!("S3 {operation}: {why} (attempt {attempt} of {max}); giving up");
+        }
+        Ok(())
     }
 }
 

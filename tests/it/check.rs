@@ -208,14 +208,14 @@ fn check_finds_counts_samples_and_fixes_each_kind(hs: Homeserver) {
     let text = hs.mo_store(&sc.s3, PREFIX, &["--no-progress", "check", "--grace-period", "0s"]).status(4);
     for line in [
         "1. Thumbnail rows without media: 3".to_string(),
-        format!("1. Thumbnail files without media: {}", thumb_files.len()),
-        "2. Files no row knows: 2 (".to_string(),
-        "3. Lost media (no bytes on disk or in the store): 2".to_string(),
-        "4. Objects no row knows: 2 (".to_string(),
+        format!("2. Thumbnail files without media: {}", thumb_files.len()),
+        "3. Files no row knows: 2 (".to_string(),
+        "4. Lost media (no bytes on disk or in the store): 2".to_string(),
+        "5. Objects no row knows: 2 (".to_string(),
         format!("    {} (", unknown_rels[0]),
         format!("    mxc://{SERVER_NAME}/{}", sc.lost[0].media_id),
         format!("    {} (", sc.unknown_objects[0]),
-        "Left alone: 1 files and 1 objects that are not in Synapse's layout".to_string(),
+        "Left alone: 1 file and 1 object that are not in Synapse's layout".to_string(),
     ] {
         assert!(text.stdout.lines().any(|l| l.starts_with(&line)), "no line {line:?}: {}", text.describe());
     }

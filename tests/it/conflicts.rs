@@ -215,11 +215,7 @@ fn files_modified_within_the_settle_time_are_left_for_the_next_run() {
     let text = hs
         .mo(&["--no-progress", "upload", &hs.media_arg(), &s3.bucket, "--endpoint-url", &s3.endpoint, "--delete"])
         .ok();
-    assert!(
-        text.stdout.contains("1 files modified in the last 10min were left for the next run"),
-        "{}",
-        text.describe()
-    );
+    assert!(text.stdout.contains("1 file modified in the last 10min was left for the next run"), "{}", text.describe());
     // Once settled (or with --settle-time 0), it goes; the run decides by
     // what is on disk then.
     hs.restore(&busy.original_rel());

@@ -23,6 +23,7 @@ mod ownership;
 mod postgres;
 mod purge;
 mod purge_crash;
+mod reporting;
 mod safety;
 mod selection;
 mod store_failures;
