@@ -121,7 +121,7 @@ impl Resolver<'_> {
             self.hs.provider_setting(key)
         };
         Ok(found.map(|(value, source)| {
-            log::debug!("{key} is set (from {source})");
+            log::info!("{key} is set (from {source})");
             (Secret(value), source)
         }))
     }
@@ -226,21 +226,24 @@ impl Settings {
     }
 
     fn store(r: &Resolver<'_>, flags: &StoreOptions, cfg: &FileConfig, bucket: String) -> Result<StoreSettings> {
-        let region =
-            r.pick("region_name", flags.region.clone(), cfg.region_name.clone(), Some("region_name")).map(|(v, _)| v);
-        let endpoint_url = r
-            .pick("endpoint_url", flags.endpoint_url.clone(), cfg.endpoint_url.clone(), Some("endpoint_url"))
-            .map(|(v, _)| v);
-        let prefix = r
-            .pick("prefix", flags.prefix.clone(), cfg.prefix.clone(), Some("prefix"))
-            .map(|(v, _)| v)
-            .unwrap_or_default();
-        let storage_class = match r.pick(
-            "storage_class",
-            flags.storage_class.clone(),
-            cfg.storage_class.clone(),
-            Some("storage_class"),
-        ) {
+        let region = r.pick("region_name", flags.region.clone(), cfg.region_name.clone(), Some("region_name"));
+        let endpoint_url =
+            r.pick("endpoint_url", flags.endpoint_url.clone(), cfg.endpoint_url.clone(), Some("endpoint_url"));
+        let prefix = r.pick("prefix", flags.prefix.clone(), cfg.prefix.clone(), Some("prefix"));
+        let class =
+            r.pick("storage_class", flags.storage_class.clone(), cfg.storage_class.clone(), Some("storage_class"));
+        // Where each store setting came from, at INFO: a wrong bucket or
+        // prefix is the first thing to rule out.
+        for (key, found) in
+            [("endpoint_url", &endpoint_url), ("region", &region), ("prefix", &prefix), ("storage_class", &class)]
+        {
+            if let Some((value, source)) = found {
+                log::info!("object store {key}: {value} (from {source})");
+            }
+        }
+        let (region, endpoint_url) = (region.map(|(v, _)| v), endpoint_url.map(|(v, _)| v));
+        let prefix = prefix.map(|(v, _)| v).unwrap_or_default();
+        let storage_class = match class {
             None => "STANDARD".to_owned(),
             Some((class, _)) if STORAGE_CLASSES.contains(&class.as_str()) => class,
             Some((class, source)) => {
