@@ -31,24 +31,8 @@ use s3::{S3Store, SseCustomerKey};
 pub mod local;
 pub mod s3;
 
-/// Storage classes the S3 API defines.
-pub const STORAGE_CLASSES: &[&str] = &[
-    "STANDARD",
-    "REDUCED_REDUNDANCY",
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER",
-    "DEEP_ARCHIVE",
-    "OUTPOSTS",
-    "GLACIER_IR",
-    "SNOW",
-    "EXPRESS_ONEZONE",
-];
-
-/// Classes whose objects must be restored before anyone (Synapse
-/// included) can read them.
-pub const ARCHIVE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
+mod classes;
+pub use classes::{ARCHIVE_CLASSES, STORAGE_CLASSES};
 
 /// What kind of failure a store call met. Callers act on the kind: the
 /// systematic ones stop a run at once instead of failing every file.

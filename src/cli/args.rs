@@ -1,19 +1,16 @@
-//! The command line, as `s3_media_upload` 1.7.0 spells it, plus our additions.
+//! The clap definition: the command line as `s3_media_upload` 1.7.0 spells
+//! it, plus our additions.
 //!
-//! Clap's types stop here: each subcommand's arguments are turned into the
-//! plain options struct its command takes (`into_options`), so nothing
-//! below knows how a setting was spelled on the command line.
-//!
-//! This definition is also the source of the man page and the shell
-//! completions (`media-offload man`, `media-offload completions SHELL`).
+//! This file is also compiled on its own by `build.rs`, to render the man
+//! page and the completions for the package: it may use nothing of the
+//! crate but the value parsers in `duration` and `size` and
+//! `store::STORAGE_CLASSES` (build.rs stands in for them).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{check, migrate, purge, update_db, upload};
-use crate::config::settings::StoreOptions;
 use crate::duration::{parse_duration, parse_short_duration};
 use crate::size::parse_size;
 
@@ -112,12 +109,6 @@ pub struct DbSelection {
     pub homeserver_config_path: Vec<PathBuf>,
 }
 
-impl DbSelection {
-    pub fn into_options(&self) -> update_db::Options {
-        update_db::Options { duration: self.duration, homeserver_config_path: self.homeserver_config_path.clone() }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct UpdateDbArgs {
     #[command(flatten)]
@@ -214,27 +205,6 @@ pub struct UploadArgs {
     pub dry_run: bool,
 }
 
-impl UploadArgs {
-    pub fn into_options(&self) -> upload::Options {
-        upload::Options {
-            base_path: self.base_path.clone(),
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            storage_class: self.storage_class.clone(),
-            sse_customer_key: self.sse_customer_key.clone(),
-            sse_customer_key_file: self.sse_customer_key_file.clone(),
-            sse_customer_algo: self.sse_customer_algo.clone(),
-            delete: self.delete,
-            endpoint_url: self.endpoint_url.clone(),
-            concurrency: self.concurrency.into(),
-            settle_time: self.settle_time,
-            overwrite_mismatched: self.overwrite_mismatched,
-            allow_archive_storage_class: self.allow_archive_storage_class,
-            dry_run: self.dry_run,
-        }
-    }
-}
-
 /// Where the homeserver, its media and the object store are. Unset values
 /// come from the environment (MEDIA_OFFLOAD_<NAME>), the --config file, and
 /// homeserver.yaml (media_store_path and the S3 storage provider's config),
@@ -288,23 +258,6 @@ pub struct UploadSettings {
     pub sse_customer_algo: Option<String>,
 }
 
-impl StoreLocation {
-    fn options(&self, upload: Option<&UploadSettings>, concurrency: Option<u16>) -> StoreOptions {
-        StoreOptions {
-            homeserver_config_path: self.homeserver_config_path.clone(),
-            media_store_path: self.media_store_path.clone(),
-            bucket: self.bucket.clone(),
-            endpoint_url: self.endpoint_url.clone(),
-            region: self.region.clone(),
-            prefix: self.prefix.clone(),
-            storage_class: upload.and_then(|u| u.storage_class.clone()),
-            sse_customer_key_file: upload.and_then(|u| u.sse_customer_key_file.clone()),
-            sse_customer_algo: upload.and_then(|u| u.sse_customer_algo.clone()),
-            concurrency,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Offload media not accessed for this long [default: duration from
@@ -335,18 +288,6 @@ pub struct MigrateArgs {
 
     #[command(flatten)]
     pub upload: UploadSettings,
-}
-
-impl MigrateArgs {
-    pub fn into_options(&self) -> migrate::Options {
-        migrate::Options {
-            duration: self.duration,
-            dry_run: self.dry_run,
-            settle_time: self.settle_time,
-            allow_archive_storage_class: self.allow_archive_storage_class,
-            store: self.location.options(Some(&self.upload), self.concurrency),
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -383,19 +324,6 @@ pub struct PurgeArgs {
     pub location: StoreLocation,
 }
 
-impl PurgeArgs {
-    pub fn into_options(&self) -> purge::Options {
-        purge::Options {
-            remote_older_than: self.remote_older_than,
-            local_older_than: self.local_older_than,
-            size_gt: self.size_gt,
-            dry_run: self.dry_run,
-            force: self.force,
-            store: self.location.options(None, self.concurrency),
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Remove orphans: thumbnails without media, unknown files and unknown
@@ -421,18 +349,6 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub location: StoreLocation,
-}
-
-impl CheckArgs {
-    pub fn into_options(&self) -> check::Options {
-        check::Options {
-            fix: self.fix,
-            force: self.force,
-            grace_period: self.grace_period,
-            samples: self.samples,
-            store: self.location.options(None, None),
-        }
-    }
 }
 
 #[derive(Debug, Args)]

@@ -1,0 +1,88 @@
+//! Each subcommand's arguments turned into the plain options struct its
+//! command takes: clap's types stop in this module, so nothing below knows
+//! how a setting was spelled on the command line.
+
+use super::args::*;
+use crate::commands::{check, migrate, purge, update_db, upload};
+use crate::config::settings::StoreOptions;
+
+impl DbSelection {
+    pub fn into_options(&self) -> update_db::Options {
+        update_db::Options { duration: self.duration, homeserver_config_path: self.homeserver_config_path.clone() }
+    }
+}
+
+impl UploadArgs {
+    pub fn into_options(&self) -> upload::Options {
+        upload::Options {
+            base_path: self.base_path.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            storage_class: self.storage_class.clone(),
+            sse_customer_key: self.sse_customer_key.clone(),
+            sse_customer_key_file: self.sse_customer_key_file.clone(),
+            sse_customer_algo: self.sse_customer_algo.clone(),
+            delete: self.delete,
+            endpoint_url: self.endpoint_url.clone(),
+            concurrency: self.concurrency.into(),
+            settle_time: self.settle_time,
+            overwrite_mismatched: self.overwrite_mismatched,
+            allow_archive_storage_class: self.allow_archive_storage_class,
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+impl StoreLocation {
+    pub(super) fn options(&self, upload: Option<&UploadSettings>, concurrency: Option<u16>) -> StoreOptions {
+        StoreOptions {
+            homeserver_config_path: self.homeserver_config_path.clone(),
+            media_store_path: self.media_store_path.clone(),
+            bucket: self.bucket.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            prefix: self.prefix.clone(),
+            storage_class: upload.and_then(|u| u.storage_class.clone()),
+            sse_customer_key_file: upload.and_then(|u| u.sse_customer_key_file.clone()),
+            sse_customer_algo: upload.and_then(|u| u.sse_customer_algo.clone()),
+            concurrency,
+        }
+    }
+}
+
+impl MigrateArgs {
+    pub fn into_options(&self) -> migrate::Options {
+        migrate::Options {
+            duration: self.duration,
+            dry_run: self.dry_run,
+            settle_time: self.settle_time,
+            allow_archive_storage_class: self.allow_archive_storage_class,
+            store: self.location.options(Some(&self.upload), self.concurrency),
+        }
+    }
+}
+
+impl PurgeArgs {
+    pub fn into_options(&self) -> purge::Options {
+        purge::Options {
+            remote_older_than: self.remote_older_than,
+            local_older_than: self.local_older_than,
+            size_gt: self.size_gt,
+            dry_run: self.dry_run,
+            force: self.force,
+            store: self.location.options(None, self.concurrency),
+        }
+    }
+}
+
+impl CheckArgs {
+    pub fn into_options(&self) -> check::Options {
+        check::Options {
+            fix: self.fix,
+            force: self.force,
+            grace_period: self.grace_period,
+            samples: self.samples,
+            store: self.location.options(None, None),
+        }
+    }
+}
