@@ -11,6 +11,7 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod homeserver_db;
+pub mod manpage;
 pub mod media_store;
 pub mod report;
 pub mod store;
