@@ -129,7 +129,7 @@ check_unit_directives() {
                  '^User=matrix-synapse$'; do
             grep -Eq "$d" "$f" || { echo "$f: no line matching $d"; rc=1; }
         done
-        grep -Eq '^ExecStart=/usr/local/bin/media-offload .* (migrate|purge)$' "$f" || { echo "$f: ExecStart"; rc=1; }
+        grep -Eq '^ExecStart=/usr/bin/media-offload .* (migrate|purge)$' "$f" || { echo "$f: ExecStart"; rc=1; }
     done
     grep -q ' migrate$' systemd/media-offload.service || { echo "media-offload.service does not run migrate"; rc=1; }
     grep -q ' purge$' systemd/media-offload-purge.service || { echo "media-offload-purge.service does not run purge"; rc=1; }
@@ -146,9 +146,9 @@ check_unit_directives() {
 # distribution's units (for sysinit.target and friends).
 check_verify() {
     local r="$WORK/verify-root" u out
-    mkdir -p "$r/etc/systemd/system" "$r/usr/local/bin" "$r/usr/lib/systemd"
+    mkdir -p "$r/etc/systemd/system" "$r/usr/bin" "$r/usr/lib/systemd"
     cp -a /lib/systemd/system "$r/usr/lib/systemd/" || return 1
-    cp "$BINARY" "$r/usr/local/bin/media-offload" && chmod 0755 "$r/usr/local/bin/media-offload" || return 1
+    cp "$BINARY" "$r/usr/bin/media-offload" && chmod 0755 "$r/usr/bin/media-offload" || return 1
     for u in "${UNITS[@]}"; do cp "systemd/$u" "$r/etc/systemd/system/$u" || return 1; done
     out=$(systemd-analyze verify --root="$r" "${UNITS[@]}" 2>&1)
     local rc=$?
@@ -229,7 +229,7 @@ check_unit_command_lines() {
         -e "s|^# bucket: .*|bucket: $d/store|" systemd/config.yaml.example >"$d/creds/config.yaml"
     printf 'purge:\n  remote_older_than: 90d\n' >>"$d/creds/config.yaml"
     for unit in media-offload.service media-offload-purge.service; do
-        args=$(sed -n 's|^ExecStart=/usr/local/bin/media-offload ||p' "systemd/$unit" | sed "s|%d|$d/creds|g")
+        args=$(sed -n 's|^ExecStart=/usr/bin/media-offload ||p' "systemd/$unit" | sed "s|%d|$d/creds|g")
         echo "+ media-offload $args"
         # shellcheck disable=SC2086
         (cd "$d/state" && env -u MEDIA_OFFLOAD_CACHE_DB CREDENTIALS_DIRECTORY="$d/creds" "$BINARY" $args) || { echo "$unit: exit $?"; rc=1; }
