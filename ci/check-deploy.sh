@@ -5,6 +5,8 @@
 #
 # The binary defaults to $MEDIA_OFFLOAD_BINARY, else target/release/media-offload;
 # when none is built, a stub stands in (systemd-analyze only needs an executable).
+# With MEDIA_OFFLOAD_DEB=PATH-TO-.deb (as .ci/run sets it), the molecule
+# scenario also installs that package with the role, for real, and purges it.
 # Installs what it needs (Debian's systemd for systemd-analyze; ansible-core,
 # ansible-lint and molecule, pinned in ci/deploy-requirements.txt, into
 # .deploy-venv/) and skips installs that are already done.
@@ -82,6 +84,21 @@ setup_venv() {
     "$VENV/bin/pip" install -q -r "$REQS" || return 1
     echo "$want" >"$stamp"
     echo "DETAIL: $("$VENV/bin/ansible" --version | head -n1 | tr -d '[]')"
+}
+
+setup_deb() {
+    if [ -z "${MEDIA_OFFLOAD_DEB:-}" ]; then
+        echo "DETAIL: no MEDIA_OFFLOAD_DEB; the role's package install is not exercised"
+        return 0
+    fi
+    case "$MEDIA_OFFLOAD_DEB" in /*) ;; *) MEDIA_OFFLOAD_DEB="$ROOT/$MEDIA_OFFLOAD_DEB" ;; esac
+    [ -f "$MEDIA_OFFLOAD_DEB" ] || { echo "$MEDIA_OFFLOAD_DEB: no such file"; return 1; }
+    export MEDIA_OFFLOAD_DEB
+    # Ansible's apt module needs the system Python's apt bindings.
+    if ! /usr/bin/python3 -c 'import apt' 2>/dev/null; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-apt || return 1
+    fi
+    echo "DETAIL: $MEDIA_OFFLOAD_DEB"
 }
 
 setup_binary() {
@@ -252,6 +269,7 @@ check_no_secret_in_output() {
 run "setup: systemd-analyze" setup_systemd
 run "setup: venv (ci/deploy-requirements.txt)" setup_venv
 run "setup: binary" setup_binary   # (run() calls it in this shell: BINARY sticks)
+run "setup: package" setup_deb
 
 run "systemd: units match the role's rendering" check_units_match_role
 run "systemd: required directives" check_unit_directives
