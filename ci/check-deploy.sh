@@ -215,6 +215,19 @@ check_lint() {
     echo "DETAIL: profile production"
 }
 
+# The example inventory leaves the timer off on a first deploy (the admin
+# looks at a dry run first) and installs the package.
+check_example_inventory() {
+    local vars
+    vars=$(cd ansible && "$VENV/bin/ansible-inventory" -i inventory/hosts.yml --host matrix.example.org) || return 1
+    echo "$vars"
+    python3 -c 'import json, sys
+v = json.load(sys.stdin)
+assert v.get("media_offload_timer_enabled") is False, "media_offload_timer_enabled is not false"
+assert v.get("media_offload_binary_source") == "deb", "media_offload_binary_source is not deb"' <<<"$vars" || return 1
+    echo "DETAIL: timer disarmed, installs the .deb"
+}
+
 MOLECULE_LOG="$WORK/molecule-output.log"
 check_molecule() {
     (cd ansible/roles/media_offload &&
@@ -278,6 +291,7 @@ run "systemd: systemd-analyze verify" check_verify
 run "systemd: systemd-analyze calendar" check_calendar
 run "systemd: systemd-analyze security" check_security
 run "ansible: ansible-lint --profile production" check_lint
+run "ansible: example inventory disarms the timer" check_example_inventory
 run "ansible: molecule test" check_molecule
 run "ansible: no secret in molecule output" check_no_secret_in_output
 

@@ -76,6 +76,21 @@ build_deb() {
     echo "DETAIL: ${DEB#"$ROOT"/} ($(stat -c %s "$DEB") bytes)"
 }
 
+# The lean binary (docs/design.md): under 15 MB, one HTTP/TLS stack for S3,
+# no SSO clients, no regex engine. A dependency change that brings one back
+# fails here.
+MAX_BINARY_BYTES=15000000
+check_lean() {
+    local x="$WORK/lean" size tree bad
+    mkdir -p "$x" && dpkg-deb --fsys-tarfile "$DEB" | tar -x -C "$x" ./usr/bin/media-offload || return 1
+    size=$(stat -c %s "$x/usr/bin/media-offload")
+    [ "$size" -lt "$MAX_BINARY_BYTES" ] || { echo "/usr/bin/media-offload is $size bytes, not under $MAX_BINARY_BYTES"; return 1; }
+    tree=$(cargo tree --locked -e normal --target x86_64-unknown-linux-gnu --prefix none) || return 1
+    bad=$(grep -E '^(hyper v0\.|h2 v0\.3|rustls v0\.21|ring v|aws-sdk-sso|aws-sdk-ssooidc|regex v)' <<<"$tree" | sort -u)
+    if [ -n "$bad" ]; then echo "linked again: $bad"; return 1; fi
+    echo "DETAIL: $size bytes; no hyper 0.x, rustls 0.21, ring, SSO or regex"
+}
+
 # The files an admin expects, and the units exactly as in systemd/ (which are
 # the Ansible role's rendering with its defaults: ci/check-deploy.sh).
 check_contents() {
@@ -239,6 +254,7 @@ run "setup: tools" setup_tools
 run "build: cargo deb" build_deb   # sets DEB (run() calls it in this shell)
 if [ -n "$DEB" ]; then
     run "package: contents" check_contents
+    run "package: lean binary" check_lean
     run "package: lintian" check_lintian
     run "install: dpkg -i" check_install
     if dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q 'ok installed'; then

@@ -225,3 +225,12 @@ fn bash_completes_storage_classes() {
     assert_eq!(bash_complete(&script, &["media-offload", "upload", "--storage-class", "STANDARD_"]), ["STANDARD_IA"]);
     assert_eq!(bash_complete(&script, &["media-offload", "completions", "f"]), ["fish"]);
 }
+
+/// README states the Rust version Cargo.toml requires.
+#[test]
+fn readme_states_the_rust_version() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let version = env!("CARGO_PKG_RUST_VERSION");
+    assert!(!version.is_empty(), "no rust-version in Cargo.toml");
+    assert!(readme.contains(&format!("Rust {version} or newer")), "README does not say \"Rust {version} or newer\"");
+}
