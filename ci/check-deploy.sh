@@ -5,6 +5,8 @@
 #
 # The binary defaults to $MEDIA_OFFLOAD_BINARY, else target/release/media-offload;
 # when none is built, a stub stands in (systemd-analyze only needs an executable).
+# With MEDIA_OFFLOAD_DEB=PATH-TO-.deb (as .ci/run sets it), the molecule
+# scenario also installs that package with the role, for real, and purges it.
 # Installs what it needs (Debian's systemd for systemd-analyze; ansible-core,
 # ansible-lint and molecule, pinned in ci/deploy-requirements.txt, into
 # .deploy-venv/) and skips installs that are already done.
@@ -84,6 +86,21 @@ setup_venv() {
     echo "DETAIL: $("$VENV/bin/ansible" --version | head -n1 | tr -d '[]')"
 }
 
+setup_deb() {
+    if [ -z "${MEDIA_OFFLOAD_DEB:-}" ]; then
+        echo "DETAIL: no MEDIA_OFFLOAD_DEB; the role's package install is not exercised"
+        return 0
+    fi
+    case "$MEDIA_OFFLOAD_DEB" in /*) ;; *) MEDIA_OFFLOAD_DEB="$ROOT/$MEDIA_OFFLOAD_DEB" ;; esac
+    [ -f "$MEDIA_OFFLOAD_DEB" ] || { echo "$MEDIA_OFFLOAD_DEB: no such file"; return 1; }
+    export MEDIA_OFFLOAD_DEB
+    # Ansible's apt module needs the system Python's apt bindings.
+    if ! /usr/bin/python3 -c 'import apt' 2>/dev/null; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-apt || return 1
+    fi
+    echo "DETAIL: $MEDIA_OFFLOAD_DEB"
+}
+
 setup_binary() {
     if [ -x "$BINARY" ]; then
         echo "DETAIL: $BINARY"
@@ -129,7 +146,7 @@ check_unit_directives() {
                  '^User=matrix-synapse$'; do
             grep -Eq "$d" "$f" || { echo "$f: no line matching $d"; rc=1; }
         done
-        grep -Eq '^ExecStart=/usr/local/bin/media-offload .* (migrate|purge)$' "$f" || { echo "$f: ExecStart"; rc=1; }
+        grep -Eq '^ExecStart=/usr/bin/media-offload .* (migrate|purge)$' "$f" || { echo "$f: ExecStart"; rc=1; }
     done
     grep -q ' migrate$' systemd/media-offload.service || { echo "media-offload.service does not run migrate"; rc=1; }
     grep -q ' purge$' systemd/media-offload-purge.service || { echo "media-offload-purge.service does not run purge"; rc=1; }
@@ -146,9 +163,9 @@ check_unit_directives() {
 # distribution's units (for sysinit.target and friends).
 check_verify() {
     local r="$WORK/verify-root" u out
-    mkdir -p "$r/etc/systemd/system" "$r/usr/local/bin" "$r/usr/lib/systemd"
+    mkdir -p "$r/etc/systemd/system" "$r/usr/bin" "$r/usr/lib/systemd"
     cp -a /lib/systemd/system "$r/usr/lib/systemd/" || return 1
-    cp "$BINARY" "$r/usr/local/bin/media-offload" && chmod 0755 "$r/usr/local/bin/media-offload" || return 1
+    cp "$BINARY" "$r/usr/bin/media-offload" && chmod 0755 "$r/usr/bin/media-offload" || return 1
     for u in "${UNITS[@]}"; do cp "systemd/$u" "$r/etc/systemd/system/$u" || return 1; done
     out=$(systemd-analyze verify --root="$r" "${UNITS[@]}" 2>&1)
     local rc=$?
@@ -198,6 +215,19 @@ check_lint() {
     echo "DETAIL: profile production"
 }
 
+# The example inventory leaves the timer off on a first deploy (the admin
+# looks at a dry run first) and installs the package.
+check_example_inventory() {
+    local vars
+    vars=$(cd ansible && "$VENV/bin/ansible-inventory" -i inventory/hosts.yml --host matrix.example.org) || return 1
+    echo "$vars"
+    python3 -c 'import json, sys
+v = json.load(sys.stdin)
+assert v.get("media_offload_timer_enabled") is False, "media_offload_timer_enabled is not false"
+assert v.get("media_offload_binary_source") == "deb", "media_offload_binary_source is not deb"' <<<"$vars" || return 1
+    echo "DETAIL: timer disarmed, installs the .deb"
+}
+
 MOLECULE_LOG="$WORK/molecule-output.log"
 check_molecule() {
     (cd ansible/roles/media_offload &&
@@ -229,7 +259,7 @@ check_unit_command_lines() {
         -e "s|^# bucket: .*|bucket: $d/store|" systemd/config.yaml.example >"$d/creds/config.yaml"
     printf 'purge:\n  remote_older_than: 90d\n' >>"$d/creds/config.yaml"
     for unit in media-offload.service media-offload-purge.service; do
-        args=$(sed -n 's|^ExecStart=/usr/local/bin/media-offload ||p' "systemd/$unit" | sed "s|%d|$d/creds|g")
+        args=$(sed -n 's|^ExecStart=/usr/bin/media-offload ||p' "systemd/$unit" | sed "s|%d|$d/creds|g")
         echo "+ media-offload $args"
         # shellcheck disable=SC2086
         (cd "$d/state" && env -u MEDIA_OFFLOAD_CACHE_DB CREDENTIALS_DIRECTORY="$d/creds" "$BINARY" $args) || { echo "$unit: exit $?"; rc=1; }
@@ -252,6 +282,7 @@ check_no_secret_in_output() {
 run "setup: systemd-analyze" setup_systemd
 run "setup: venv (ci/deploy-requirements.txt)" setup_venv
 run "setup: binary" setup_binary   # (run() calls it in this shell: BINARY sticks)
+run "setup: package" setup_deb
 
 run "systemd: units match the role's rendering" check_units_match_role
 run "systemd: required directives" check_unit_directives
@@ -260,6 +291,7 @@ run "systemd: systemd-analyze verify" check_verify
 run "systemd: systemd-analyze calendar" check_calendar
 run "systemd: systemd-analyze security" check_security
 run "ansible: ansible-lint --profile production" check_lint
+run "ansible: example inventory disarms the timer" check_example_inventory
 run "ansible: molecule test" check_molecule
 run "ansible: no secret in molecule output" check_no_secret_in_output
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod faults;
 pub mod homeserver_db;
 pub mod lock;
+pub mod manpage;
 pub mod media_store;
 pub mod report;
 pub mod size;

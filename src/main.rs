@@ -1,11 +1,12 @@
 use std::io::IsTerminal;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
 use media_offload::cli::{Cli, Command};
 use media_offload::commands::{self, Context};
 use media_offload::error::{ExitCode, exit_code_for};
 use media_offload::lock::LockMode;
+use media_offload::manpage;
 use media_offload::report;
 
 /// Generated text to stdout; a closed pipe is the reader's choice, not an error.
@@ -45,17 +46,7 @@ fn dispatch(cli: &Cli, ctx: &Context) -> anyhow::Result<()> {
         Command::Purge(a) => commands::purge::run(ctx, &a.into_options()),
         Command::Check(a) => commands::check::run(ctx, &a.into_options()),
         Command::Demo(a) => commands::demo::run(ctx, &a.dir, a.files),
-        Command::Completions { shell } => {
-            let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "media-offload", &mut script);
-            write_stdout(&script)
-        }
-        Command::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut page)
-                .map_err(Into::into)
-                .and_then(|()| write_stdout(&page))
-        }
+        Command::Completions { shell } => write_stdout(&manpage::completions(*shell)),
+        Command::Man => write_stdout(&manpage::man_page()),
     }
 }
