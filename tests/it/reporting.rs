@@ -135,3 +135,35 @@ fn the_demos_hints_run_as_printed() {
         assert!(st.success(), "the hint {hint:?} does not run as printed: {st:?}");
     }
 }
+
+#[test]
+fn progress_shows_files_bytes_and_the_elapsed_time_at_a_terminal_and_in_logs() {
+    let mut hs = offloadable(12);
+    hs.update_db("30d");
+    let s3 = S3::new();
+    let media = hs.media_arg();
+    // Without a terminal: plain lines, the last one with the totals and the time.
+    let out = hs.mo(&["upload", &media, &s3.bucket, "--endpoint-url", &s3.endpoint]).ok();
+    let last = out.stderr_line_with("upload: 12/12 media (100%)");
+    assert!(last.contains(", 36 files, ") && last.contains(" uploaded at ") && last.contains(", done in "), "{last}");
+    // At a terminal (script(1) gives the run one): a bar, ending the same way.
+    let mut hs = offloadable(12);
+    hs.update_db("30d");
+    let media = hs.media_arg();
+    let bin = crate::common::bin();
+    let cmd = format!("{bin} upload {media} {} --endpoint-url {} --delete", s3.bucket, s3.endpoint);
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(hs.cwd())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{screen}");
+    assert!(screen.contains("12/12 media, 36 files, "), "{screen}");
+    assert!(screen.contains(", done in "), "{screen}");
+    hs.assert_nothing_lost(&Dest::S3(&s3), "");
+}
