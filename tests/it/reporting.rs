@@ -138,7 +138,7 @@ fn the_demos_hints_run_as_printed() {
 
 #[test]
 fn progress_shows_files_bytes_and_the_elapsed_time_at_a_terminal_and_in_logs() {
-    let mut hs = offloadable(12);
+    let hs = offloadable(12);
     hs.update_db("30d");
     let s3 = S3::new();
     let media = hs.media_arg();
@@ -147,7 +147,7 @@ fn progress_shows_files_bytes_and_the_elapsed_time_at_a_terminal_and_in_logs() {
     let last = out.stderr_line_with("upload: 12/12 media (100%)");
     assert!(last.contains(", 36 files, ") && last.contains(" uploaded at ") && last.contains(", done in "), "{last}");
     // At a terminal (script(1) gives the run one): a bar, ending the same way.
-    let mut hs = offloadable(12);
+    let hs = offloadable(12);
     hs.update_db("30d");
     let media = hs.media_arg();
     let bin = crate::common::bin();
