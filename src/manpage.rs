@@ -29,8 +29,9 @@ pub const EXIT_STATUS: &[(u8, &str)] = &[
     (0, "Done."),
     (
         1,
-        "Could not run: bad configuration, unreachable database, unreadable cache.db, ... \
-         (one ERROR line says what).",
+        "Could not run: bad configuration, unreachable database, unreadable cache.db, ...; or stopped \
+         at once: credentials refused, store unreachable, a database that is not the live one (one \
+         error: line says what).",
     ),
     (2, "Bad command line (e.g. an invalid duration)."),
     (
