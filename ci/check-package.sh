@@ -31,21 +31,8 @@ passed=0
 failed=0
 DEB=""
 
-run() {
-    local name=$1; shift
-    local log t0
-    log="$WORK/$(echo "$name" | tr -c 'A-Za-z0-9_-' '_').log"
-    t0=$(date +%s)
-    if "$@" >"$log" 2>&1; then
-        passed=$((passed + 1))
-        printf 'PASS  %-44s (%ss)%s\n' "$name" "$(( $(date +%s) - t0 ))" "$(detail "$log")"
-    else
-        failed=$((failed + 1))
-        printf 'FAIL  %-44s (%ss)%s\n' "$name" "$(( $(date +%s) - t0 ))" "$(detail "$log")"
-        tail -n 40 "$log" | sed 's/^/      | /'
-    fi
-}
-detail() { local d; d=$(grep -m1 '^DETAIL: ' "$1" | sed 's/^DETAIL: /  /'); printf '%s' "$d"; }
+# shellcheck source=ci/checks.sh
+. "$ROOT/ci/checks.sh"
 
 # --- setup ---------------------------------------------------------------------
 
