@@ -33,15 +33,10 @@ export NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 export DEBIAN_FRONTEND=noninteractive
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/check-deploy.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-START=$(date +%s)
-passed=0
-failed=0
-
 CHECK_FILTER=${DEPLOY_CHECKS:-}
 # shellcheck source=ci/checks.sh
 . "$ROOT/ci/checks.sh"
+begin_checks deploy
 
 # --- setup ---------------------------------------------------------------------
 
@@ -277,6 +272,4 @@ run "ansible: example inventory disarms the timer" check_example_inventory
 run "ansible: molecule test" check_molecule
 run "ansible: no secret in molecule output" check_no_secret_in_output
 
-echo "deploy checks took $(( $(date +%s) - START ))s"
-echo "deploy: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+end_checks deploy

@@ -24,15 +24,11 @@ PKG=media-offload
 UNITS=(media-offload.service media-offload.timer media-offload-purge.service media-offload-purge.timer)
 export DEBIAN_FRONTEND=noninteractive
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/check-package.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-START=$(date +%s)
-passed=0
-failed=0
 DEB=""
 
 # shellcheck source=ci/checks.sh
 . "$ROOT/ci/checks.sh"
+begin_checks package
 
 # --- setup ---------------------------------------------------------------------
 
@@ -254,7 +250,5 @@ if [ -n "$DEB" ]; then
     fi
 fi
 
-echo "package checks took $(( $(date +%s) - START ))s"
 [ -n "$DEB" ] && echo "deb: $DEB"
-echo "package: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+end_checks package

@@ -1,7 +1,22 @@
 # Shared by ci/check-package.sh and ci/check-deploy.sh: one PASS/FAIL line
-# per check. The caller sets WORK (a scratch folder), passed=0, failed=0,
-# and optionally CHECK_FILTER (a regex: only checks whose names match run;
-# setup checks always run).
+# per check, and the closing count. The caller may set CHECK_FILTER (a
+# regex: only checks whose names match run; setup checks always run).
+
+# begin_checks NAME: a scratch folder in $WORK (removed on exit), the counters.
+begin_checks() {
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/check-$1.XXXXXX")
+    trap 'rm -rf "$WORK"' EXIT
+    START=$(date +%s)
+    passed=0
+    failed=0
+}
+
+# end_checks NAME: "NAME checks took Ns", "NAME: N passed, M failed"; fails if any did.
+end_checks() {
+    echo "$1 checks took $(( $(date +%s) - START ))s"
+    echo "$1: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
 
 # run NAME COMMAND...: runs COMMAND with its output in a log; one line of result.
 run() {
