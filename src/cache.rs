@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, params};
 
 use crate::homeserver_db::Candidate;
-use crate::media_store::{MediaKind, MediaPaths};
+use crate::media_store::{MediaKind, MediaPaths, StoredFile};
 
 /// `s3_media_upload`'s schema, verbatim.
 pub const SCHEMA: &str = "
@@ -32,6 +32,26 @@ pub const SCHEMA: &str = "
     CREATE UNIQUE INDEX IF NOT EXISTS media_id_idx ON media(origin, media_id);
     CREATE INDEX IF NOT EXISTS deleted_idx ON media(known_deleted);
 ";
+
+/// What media-offload adds to cache.db, all named `media_offload_*`. The
+/// Python tool reads and writes its own table and indexes by name, so it
+/// goes on working on the same file; SQLite keeps the extra index up to
+/// date whichever tool inserts.
+///
+/// - An index of remote media by filesystem id, the name their files have
+///   on disk: `check-deleted` finds media pulled back by walking the
+///   store and looks each file up here, instead of looking up every row.
+/// - A table of named values: what `update-db` last selected, so the daily
+///   run reads only what is new since.
+const OWN_SCHEMA: &str = "
+    CREATE INDEX IF NOT EXISTS media_offload_remote_fsid_idx ON media(origin, filesystem_id) WHERE type = 'remote';
+    CREATE TABLE IF NOT EXISTS media_offload_state (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+";
+
+/// Whether a name in cache.db's schema is one of ours (see [`OWN_SCHEMA`]).
+pub fn is_own_schema_object(name: &str) -> bool {
+    name.starts_with("media_offload_")
+}
 
 /// One row of the `media` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +78,21 @@ impl CacheRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rows {
     NotDeleted,
+    Deleted,
     All,
+}
+
+impl Rows {
+    /// The condition, written so that SQLite answers it from `deleted_idx`
+    /// (`NOT known_deleted` would read every row). Both tools store the
+    /// flag as 0 or 1.
+    fn condition(self) -> &'static str {
+        match self {
+            Rows::NotDeleted => "known_deleted = 0",
+            Rows::Deleted => "known_deleted = 1",
+            Rows::All => "1",
+        }
+    }
 }
 
 /// An open cache.db.
@@ -79,6 +113,7 @@ impl Cache {
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("could not open {} as a SQLite database", path.display()))?;
+        add_own_schema(&conn, path)?;
         if !existed {
             crate::lock::hand_over(path);
         }
@@ -190,40 +225,79 @@ impl Cache {
     }
 
     pub fn count(&self, which: Rows) -> Result<u64> {
-        let sql = match which {
-            Rows::NotDeleted => "SELECT COUNT(*) FROM media WHERE NOT known_deleted",
-            Rows::All => "SELECT COUNT(*) FROM media",
-        };
-        Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        let sql = format!("SELECT COUNT(*) FROM media WHERE {}", which.condition());
+        Ok(self.conn.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// Up to `limit` rows with rowid greater than `after`, in rowid order.
     pub fn page(&self, which: Rows, after: i64, limit: usize) -> Result<Vec<CacheRow>> {
-        let sql = match which {
-            Rows::NotDeleted => {
+        let sql =
+            format!("SELECT {COLUMNS} FROM media WHERE rowid > ?1 AND {} ORDER BY rowid LIMIT ?2", which.condition());
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], row_of)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        Ok(rows)
+    }
+
+    /// The rows marked deleted whose files are named `stored`: the local
+    /// media with that id, or the remote media of that origin with that
+    /// filesystem id (`media_offload_remote_fsid_idx`).
+    pub fn deleted_rows_named(&self, stored: &StoredFile) -> Result<Vec<CacheRow>> {
+        let sql = match stored.kind {
+            MediaKind::Local => {
                 "SELECT rowid, origin, media_id, filesystem_id, type, known_deleted FROM media \
-                 WHERE rowid > ?1 AND NOT known_deleted ORDER BY rowid LIMIT ?2"
+                 WHERE origin = ?1 AND media_id = ?2 AND known_deleted = 1"
             }
-            Rows::All => {
+            MediaKind::Remote => {
                 "SELECT rowid, origin, media_id, filesystem_id, type, known_deleted FROM media \
-                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+                 WHERE type = 'remote' AND origin = ?1 AND filesystem_id = ?2 AND known_deleted = 1"
             }
         };
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt
-            .query_map(params![after, limit as i64], |r| {
-                Ok(CacheRow {
-                    rowid: r.get(0)?,
-                    origin: r.get(1)?,
-                    media_id: r.get(2)?,
-                    filesystem_id: r.get(3)?,
-                    kind: r.get(4)?,
-                    known_deleted: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
-                })
-            })?
+            .query_map(params![stored.origin, stored.filesystem_id], row_of)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .with_context(|| format!("reading {}", self.path.display()))?;
         Ok(rows)
+    }
+
+    /// Set `known_deleted` of rows found in this transaction, by rowid, in
+    /// rowid order: the table and `deleted_idx` are then walked forward
+    /// once, not hit at random pages through the unique index.
+    pub fn set_deleted_rows(&mut self, changes: &mut [(i64, bool)]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        changes.sort_unstable();
+        self.write(|conn| {
+            let mut stmt = conn.prepare_cached("UPDATE media SET known_deleted = ?2 WHERE rowid = ?1")?;
+            for (rowid, deleted) in changes.iter() {
+                stmt.execute(params![rowid, deleted])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A value media-offload keeps in cache.db (`media_offload_state`).
+    pub fn state(&self, name: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT value FROM media_offload_state WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .with_context(|| format!("reading {}", self.path.display()))
+    }
+
+    pub fn set_state(&mut self, name: &str, value: &str) -> Result<()> {
+        self.write(|conn| {
+            conn.execute(
+                "INSERT INTO media_offload_state (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [name, value],
+            )
+            .map(drop)
+        })
     }
 
     /// Set `known_deleted` for many rows (by origin and media id, as the
@@ -241,6 +315,35 @@ impl Cache {
             Ok(())
         })
     }
+}
+
+const COLUMNS: &str = "rowid, origin, media_id, filesystem_id, type, known_deleted";
+
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<CacheRow> {
+    Ok(CacheRow {
+        rowid: r.get(0)?,
+        origin: r.get(1)?,
+        media_id: r.get(2)?,
+        filesystem_id: r.get(3)?,
+        kind: r.get(4)?,
+        known_deleted: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
+    })
+}
+
+/// Add [`OWN_SCHEMA`]. Indexing an existing cache.db of many rows takes a
+/// while, once: say so.
+fn add_own_schema(conn: &Connection, path: &Path) -> Result<()> {
+    let indexed: bool =
+        conn.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'media_offload_remote_fsid_idx'", [], |r| {
+            r.get::<_, i64>(0).map(|n| n > 0)
+        })?;
+    if !indexed {
+        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM media WHERE type = 'remote'", [], |r| r.get(0))?;
+        if rows > 100_000 {
+            log::info!("{}: indexing {rows} remote media by filesystem id (once)", path.display());
+        }
+    }
+    conn.execute_batch(OWN_SCHEMA).with_context(|| format!("could not add media-offload's index to {}", path.display()))
 }
 
 /// A cache.db this user cannot write (left by a run as root, say) is an

@@ -110,7 +110,8 @@ pub struct Progress {
     what: &'static str,
     unit: &'static str,
     counting: Counting,
-    total: u64,
+    /// None: counting up, the whole not known in advance.
+    total: Option<u64>,
     done: u64,
     files: u64,
     bytes: u64,
@@ -120,16 +121,31 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(what: &'static str, unit: &'static str, total: u64, counting: Counting) -> Self {
+        Self::start(what, unit, Some(total), counting)
+    }
+
+    /// Progress through a whole not known in advance (a walk of a folder).
+    pub fn counting_up(what: &'static str, unit: &'static str) -> Self {
+        Self::start(what, unit, None, Counting::Items)
+    }
+
+    fn start(what: &'static str, unit: &'static str, total: Option<u64>, counting: Counting) -> Self {
         let bar = bars().map(|multi| {
-            let bar = multi.add(ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()));
-            let template =
-                format!("{{prefix}} [{{bar:30.cyan/blue}}] {{human_pos}}/{{human_len}} {unit}{{msg}} (ETA {{eta}})");
+            let bar = multi.add(ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr()));
+            let template = match total {
+                Some(_) => {
+                    format!("{{prefix}} [{{bar:30.cyan/blue}}] {{human_pos}}/{{human_len}} {unit}{{msg}} (ETA {{eta}})")
+                }
+                None => format!("{{prefix}} {{spinner}} {{human_pos}} {unit}{{msg}}"),
+            };
             bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
             bar.set_prefix(what);
             bar
         });
-        if bar.is_none() {
-            log::info!("{what}: {total} {unit} to go");
+        match (total, &bar) {
+            (Some(total), None) => log::info!("{what}: {total} {unit} to go"),
+            (None, None) => log::info!("{what}: looking through the {unit}"),
+            (_, Some(_)) => {}
         }
         let now = Instant::now();
         Self { bar, what, unit, counting, total, done: 0, files: 0, bytes: 0, started: now, last_line: now }
@@ -175,18 +191,24 @@ impl Progress {
     }
 
     fn line(&self) -> String {
-        let pct = if self.total == 0 { 100.0 } else { self.done as f64 * 100.0 / self.total as f64 };
-        format!("{}: {}/{} {} ({pct:.0}%){}", self.what, self.done, self.total, self.unit, self.transfer())
+        let Some(total) = self.total else {
+            return format!("{}: {} {}{}", self.what, self.done, self.unit, self.transfer());
+        };
+        let pct = if total == 0 { 100.0 } else { self.done as f64 * 100.0 / total as f64 };
+        format!("{}: {}/{} {} ({pct:.0}%){}", self.what, self.done, total, self.unit, self.transfer())
     }
 
     pub fn finish(self) {
         let elapsed = format!("{:.1}s", self.started.elapsed().as_secs_f64());
         match &self.bar {
             Some(bar) => {
-                let template = format!(
-                    "{{prefix}} [{{bar:30.cyan/blue}}] {{human_pos}}/{{human_len}} {}{{msg}}, done in {elapsed}",
-                    self.unit
-                );
+                let template = match self.total {
+                    Some(_) => format!(
+                        "{{prefix}} [{{bar:30.cyan/blue}}] {{human_pos}}/{{human_len}} {}{{msg}}, done in {elapsed}",
+                        self.unit
+                    ),
+                    None => format!("{{prefix}} {{human_pos}} {}{{msg}}, done in {elapsed}", self.unit),
+                };
                 bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
                 bar.finish_with_message(self.transfer());
             }

@@ -17,7 +17,7 @@ use crate::cache::{Cache, CacheRow, Rows};
 use crate::error::Failure;
 use crate::homeserver_db::HomeserverDb;
 use crate::lock::StoreLock;
-use crate::media_store::MediaStore;
+use crate::media_store::{MediaStore, StoredFile};
 use crate::report::{self, Counting, Progress};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -105,10 +105,10 @@ impl report::Summary for Summary<'_> {
     }
 }
 
-/// What a row's state should become, if it changes.
+/// What is left on disk of a row not marked deleted.
 enum Change {
-    Keep,
-    Set(bool),
+    Present,
+    Gone,
     Failed,
 }
 
@@ -121,8 +121,8 @@ fn examine(media: &MediaStore, row: &CacheRow) -> Change {
         }
     };
     match media.any_file(&paths) {
-        Ok(present) if present == row.known_deleted => Change::Set(!present),
-        Ok(_) => Change::Keep,
+        Ok(true) => Change::Present,
+        Ok(false) => Change::Gone,
         Err(e) => {
             log::error!("checking {}: {e}", paths.original);
             Change::Failed
@@ -154,18 +154,36 @@ fn damaged(media: &MediaStore, db: &mut HomeserverDb, row: &CacheRow) -> bool {
 }
 
 /// The work of `check-deleted`, shared with `update` and `migrate`.
+///
+/// Two questions, each asked where its answer is cheap to find, so that
+/// the daily run costs what is on disk, not the whole history:
+/// 1. Which rows not marked deleted have nothing left on disk? Each such
+///    row is looked up (after offloading, only the day's new rows).
+/// 2. Which rows marked deleted have files again? The local store is
+///    walked (after offloading it holds only recent and pulled-back
+///    files) and each media found there is looked up in cache.db.
 pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_>>) -> Result<Checked> {
-    let total = cache.count(Rows::All)?;
+    let mut result = Checked::default();
+    cache.begin()?;
+    mark_gone(cache, media, &mut result)?;
+    if cache.count(Rows::Deleted)? > 0 {
+        find_returned(cache, media, reopen.as_mut(), &mut result)?;
+    }
+    cache.commit()?;
+    Ok(result)
+}
+
+/// Question 1: rows not marked deleted, in pages, their files looked up
+/// over a few threads (the stat calls dominate).
+fn mark_gone(cache: &mut Cache, media: &MediaStore, result: &mut Checked) -> Result<()> {
+    let total = cache.count(Rows::NotDeleted)?;
     let mut progress = Progress::new("check-deleted", "media", total, Counting::Items);
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4).min(16);
-    let mut result = Checked::default();
     let mut after = 0;
-    cache.begin()?;
     loop {
-        let page = cache.page(Rows::All, after, PAGE)?;
+        let page = cache.page(Rows::NotDeleted, after, PAGE)?;
         let Some(last) = page.last() else { break };
         after = last.rowid;
-        // stat() calls dominate: spread them over a few threads.
         let chunk = page.len().div_ceil(threads);
         let changes: Vec<Change> = std::thread::scope(|scope| {
             let handles: Vec<_> = page
@@ -177,52 +195,93 @@ pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_
         let mut updates = Vec::new();
         for (row, change) in page.iter().zip(changes) {
             match change {
-                Change::Keep => {}
-                Change::Set(true) => {
+                Change::Gone => {
                     result.marked_deleted += 1;
-                    updates.push((row.origin.clone(), row.media_id.clone(), true));
+                    updates.push((row.rowid, true));
                 }
-                Change::Set(false) => {
-                    if let Some(r) = reopen.as_mut() {
-                        match r.db.last_used(&row.origin, &row.media_id) {
-                            Ok(Some(used)) if used >= r.cutoff_ms && !damaged(media, r.db, row) => {
-                                log::debug!(
-                                    "{}{}: back on disk and used since the cut-off; left there",
-                                    row.origin,
-                                    row.media_id
-                                );
-                                result.in_use += 1;
-                                continue;
-                            }
-                            Ok(None) => {
-                                log::debug!(
-                                    "{}{}: back on disk, but no longer in the database",
-                                    row.origin,
-                                    row.media_id
-                                );
-                                continue;
-                            }
-                            Ok(Some(_)) => {}
-                            Err(e) => {
-                                log::error!("looking up {}{}: {e:#}", row.origin, row.media_id);
-                                result.failed += 1;
-                                continue;
-                            }
-                        }
-                    }
-                    log::info!("files of {}{} are back on disk; it will be offloaded again", row.origin, row.media_id);
-                    result.reopened += 1;
-                    updates.push((row.origin.clone(), row.media_id.clone(), false));
-                }
+                Change::Present => {}
                 Change::Failed => result.failed += 1,
             }
         }
-        cache.set_deleted(&updates)?;
+        cache.set_deleted_rows(&mut updates)?;
         crate::faults::point("check-deleted-page");
         result.checked += page.len() as u64;
         progress.advance(page.len() as u64, 0, 0);
     }
-    cache.commit()?;
     progress.finish();
-    Ok(result)
+    Ok(())
+}
+
+/// Question 2: every media with something in the local store, looked up
+/// among the rows marked deleted; those found are reopened (unless in use).
+fn find_returned(
+    cache: &mut Cache,
+    media: &MediaStore,
+    mut reopen: Option<&mut Reopen<'_>>,
+    result: &mut Checked,
+) -> Result<()> {
+    let mut progress = Progress::counting_up("check-deleted", "files on disk");
+    // The walk is depth first in name order: a media's thumbnails come one
+    // after another, and are looked up once.
+    let mut last: Option<StoredFile> = None;
+    media.walk(&mut |entry| {
+        progress.advance(1, 0, 0);
+        let Some(stored) = StoredFile::parse(&entry.rel) else { return Ok(()) };
+        if last.as_ref().is_some_and(|l| {
+            l.kind == stored.kind && l.origin == stored.origin && l.filesystem_id == stored.filesystem_id
+        }) {
+            return Ok(());
+        }
+        for row in cache.deleted_rows_named(&stored)? {
+            result.checked += 1;
+            let paths = match row.paths() {
+                Ok(p) => p,
+                Err(invalid) => {
+                    log::error!("{invalid}");
+                    result.failed += 1;
+                    continue;
+                }
+            };
+            // By the same rule as question 1 (a lone folder is not a file).
+            match media.any_file(&paths) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    log::error!("checking {}: {e}", paths.original);
+                    result.failed += 1;
+                    continue;
+                }
+            }
+            if let Some(r) = reopen.as_deref_mut() {
+                match r.db.last_used(&row.origin, &row.media_id) {
+                    Ok(Some(used)) if used >= r.cutoff_ms && !damaged(media, r.db, &row) => {
+                        log::debug!(
+                            "{}{}: back on disk and used since the cut-off; left there",
+                            row.origin,
+                            row.media_id
+                        );
+                        result.in_use += 1;
+                        continue;
+                    }
+                    Ok(None) => {
+                        log::debug!("{}{}: back on disk, but no longer in the database", row.origin, row.media_id);
+                        continue;
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        log::error!("looking up {}{}: {e:#}", row.origin, row.media_id);
+                        result.failed += 1;
+                        continue;
+                    }
+                }
+            }
+            log::info!("files of {}{} are back on disk; it will be offloaded again", row.origin, row.media_id);
+            result.reopened += 1;
+            cache.set_deleted_rows(&mut [(row.rowid, false)])?;
+        }
+        last = Some(stored);
+        Ok(())
+    })?;
+    progress.finish();
+    Ok(())
 }

@@ -148,7 +148,10 @@ pub fn cache_schema(path: &Path) -> Vec<String> {
     let c = open_ro(path);
     let mut out = Vec::new();
     let objs: Vec<(String, String, String)> = c
-        .prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
+        .prepare(
+            "SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' \
+             AND name NOT LIKE 'media_offload_%' ORDER BY name",
+        )
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
@@ -205,9 +208,20 @@ pub fn cache_schema(path: &Path) -> Vec<String> {
     out
 }
 
-/// `(type, name, sql)` of every schema object, exactly as stored.
+/// `(type, name, sql)` of every schema object of the Python tool's, exactly
+/// as stored; asserts that everything else is media-offload's own
+/// (`media_offload_*`, which the Python tool never reads).
 pub fn cache_master_sql(path: &Path) -> Vec<(String, String, Option<String>)> {
     let c = open_ro(path);
     let mut st = c.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    let all: Vec<(String, String, Option<String>)> =
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
+    let (ours, theirs): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, name, _)| name.starts_with("media_offload_"));
+    for (ty, name, _) in &ours {
+        assert!(
+            ["media_offload_remote_fsid_idx", "media_offload_state"].contains(&name.as_str()),
+            "unexpected {ty} {name} in cache.db"
+        );
+    }
+    theirs.into_iter().filter(|(_, name, _)| name != "sqlite_autoindex_media_offload_state_1").collect()
 }
