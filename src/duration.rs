@@ -103,8 +103,13 @@ pub fn short(d: Duration) -> String {
 /// Milliseconds since the epoch, `duration` before now: the cut-off that
 /// Synapse's `last_access_ts`/`created_ts` columns are compared with.
 pub fn cutoff_ms(duration: Duration) -> i64 {
+    now_ms() - duration.as_millis() as i64
+}
+
+/// Now, in milliseconds since the epoch (Synapse's timestamps).
+pub fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    now.as_millis() as i64 - duration.as_millis() as i64
+    now.as_millis() as i64
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub struct Candidate {
 /// A connection to the homeserver database.
 pub struct HomeserverDb {
     conn: Conn,
+    /// Which database this is ([`DbConfig::describe`]).
+    identity: String,
     /// Whether the media tables have Synapse's `sha256` column (newer
     /// schemas only), found out on first use.
     has_sha256: Option<bool>,
@@ -96,10 +98,16 @@ impl MediaRecord {
     }
 }
 
+/// update-db's candidates: last used before $1 and not before $2, in
+/// cache.db's key order (bytewise, as SQLite compares its TEXT: PostgreSQL
+/// is told `COLLATE "C"`, SQLite's default is bytewise), so that the
+/// inserts walk cache.db's unique index forward instead of at random.
 const LOCAL_SQL: &str = "SELECT '', media_id, media_id FROM local_media_repository \
-     WHERE COALESCE(last_access_ts, created_ts) < $1 AND url_cache IS NULL";
+     WHERE COALESCE(last_access_ts, created_ts) < $1 AND COALESCE(last_access_ts, created_ts) >= $2 \
+     AND url_cache IS NULL ORDER BY media_id COLLATE \"C\"";
 const REMOTE_SQL: &str = "SELECT media_origin, media_id, filesystem_id FROM remote_media_cache \
-     WHERE COALESCE(last_access_ts, created_ts) < $1";
+     WHERE COALESCE(last_access_ts, created_ts) < $1 AND COALESCE(last_access_ts, created_ts) >= $2 \
+     ORDER BY media_origin COLLATE \"C\", media_id COLLATE \"C\"";
 /// Rows fetched from the PostgreSQL cursor per round trip.
 const FETCH_SIZE: i32 = 5000;
 
@@ -136,27 +144,36 @@ impl HomeserverDb {
                     rusqlite::Connection::open_with_flags(path, mode | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
                         .with_context(|| format!("could not open homeserver SQLite database {}", path.display()))?;
                 conn.busy_timeout(std::time::Duration::from_secs(30))?;
-                Ok(Self { conn: Conn::Sqlite(conn), has_sha256: None })
+                Ok(Self { conn: Conn::Sqlite(conn), identity: config.describe(), has_sha256: None })
             }
             DbConfig::Postgres(settings) => {
                 let client = connect_postgres(settings)?;
-                Ok(Self { conn: Conn::Postgres(Box::new(client)), has_sha256: None })
+                Ok(Self { conn: Conn::Postgres(Box::new(client)), identity: config.describe(), has_sha256: None })
             }
         }
     }
 
-    /// Call `each` for every row of `kind` not accessed since `cutoff_ms`.
+    /// Which database this is, for messages and for cache.db to remember
+    /// what it selected from (never the password).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Call `each` for every row of `kind` last accessed before `cutoff_ms`
+    /// (and, with `since_ms`, not before it), in cache.db's key order.
     pub fn for_each_candidate(
         &mut self,
         kind: MediaKind,
         cutoff_ms: i64,
+        since_ms: Option<i64>,
         mut each: impl FnMut(Candidate) -> Result<()>,
     ) -> Result<()> {
         let (sql, table) = match kind {
             MediaKind::Local => (LOCAL_SQL, "local_media_repository"),
             MediaKind::Remote => (REMOTE_SQL, "remote_media_cache"),
         };
-        self.for_each_row(sql, &[Param::Int(cutoff_ms)], table, |mut row| {
+        let params = [Param::Int(cutoff_ms), Param::Int(since_ms.unwrap_or(i64::MIN))];
+        self.for_each_row(sql, &params, table, |mut row| {
             let mut text = |i: usize| row.get_mut(i).and_then(Option::take).unwrap_or_default();
             each(Candidate { origin: text(0), media_id: text(1), filesystem_id: text(2), kind })
         })
@@ -391,7 +408,8 @@ fn sqlite_sql(sql: &str) -> String {
             out.push(c);
         }
     }
-    out
+    // PostgreSQL's bytewise collation is SQLite's BINARY.
+    out.replace(" COLLATE \"C\"", " COLLATE BINARY")
 }
 
 fn connect_postgres(s: &PgSettings) -> Result<postgres::Client> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::config::settings::read_homeserver_config;
 use crate::config::{DbConfig, locate_database};
-use crate::duration::cutoff_ms;
+use crate::duration::{cutoff_ms, now_ms};
 use crate::error::Failure;
 use crate::homeserver_db::{Candidate, HomeserverDb};
 use crate::media_store::{MediaKind, MediaPaths};
@@ -96,17 +96,52 @@ pub fn database_of(selection: &Options) -> Result<DbConfig> {
     Ok(db_config)
 }
 
+/// cache.db's note of what update-db selected: every media of `database`
+/// last used before `before_ms` is in cache.db, as of the last full
+/// selection at `full_at_ms` and the windows selected since.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Selected {
+    database: String,
+    before_ms: i64,
+    full_at_ms: i64,
+}
+
+const SELECTED: &str = "update-db.selected";
+
+/// How often the whole history is selected again all the same: a row
+/// that enters the database already old (a restored backup, an import)
+/// is then in cache.db within a week.
+const FULL_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The work of `update-db`, shared with `update` and `migrate`.
+///
+/// A media once past the cut-off is in cache.db for good (rows are never
+/// rewritten), so a run asks the database only for the media that passed
+/// the cut-off since the last complete run on the same database: the daily
+/// run reads a day of media, not the whole history. Media only pass the
+/// cut-off by growing old, except for rows written already old, which the
+/// weekly full selection ([`FULL_EVERY`]) catches. The note of what was
+/// selected is written in the same transaction as the rows, and only by a
+/// run that refused no row (refused rows are then reported again).
 pub fn sync_with(cache: &mut Cache, db: &mut HomeserverDb, duration: Duration) -> Result<Synced> {
     let cutoff = cutoff_ms(duration);
     let since = std::time::UNIX_EPOCH + std::time::Duration::from_millis(cutoff.max(0) as u64);
     log::info!("Syncing files that haven't been accessed since: {}", humantime::format_rfc3339_seconds(since));
+    let selected = cache
+        .state(SELECTED)?
+        .and_then(|text| serde_json::from_str::<Selected>(&text).ok())
+        .filter(|s| s.database == db.identity() && now_ms() - s.full_at_ms < FULL_EVERY.as_millis() as i64);
+    let since_ms = selected.as_ref().map(|s| s.before_ms);
+    if let Some(before) = since_ms {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(before.max(0) as u64);
+        log::info!("  (media last used before {} are in cache.db already)", humantime::format_rfc3339_seconds(at));
+    }
     let mut synced = Synced { cutoff_ms: cutoff, ..Default::default() };
     cache.begin()?;
     for kind in [MediaKind::Local, MediaKind::Remote] {
         log::info!("  Syncing {} media", kind.as_str());
         let mut batch: Vec<Candidate> = Vec::with_capacity(BATCH);
-        db.for_each_candidate(kind, cutoff, |row| {
+        db.for_each_candidate(kind, cutoff, since_ms, |row| {
             synced.seen += 1;
             // A row that would resolve outside the media store never enters
             // cache.db, where the Python tool would act on it unchecked.
@@ -125,6 +160,14 @@ pub fn sync_with(cache: &mut Cache, db: &mut HomeserverDb, duration: Duration) -
         })
         .with_context(|| format!("syncing {} media", kind.as_str()))?;
         synced.new_rows += cache.insert_new(&batch)?;
+    }
+    if synced.invalid_rows == 0 {
+        let (before_ms, full_at_ms) = match &selected {
+            Some(s) => (s.before_ms.max(cutoff), s.full_at_ms),
+            None => (cutoff, now_ms()),
+        };
+        let note = Selected { database: db.identity().to_owned(), before_ms, full_at_ms };
+        cache.set_state(SELECTED, &serde_json::to_string(&note)?)?;
     }
     crate::faults::point("update-db-commit");
     cache.commit()?;

@@ -121,16 +121,43 @@ fn update_db_is_incremental_and_keeps_existing_rows_and_flags() {
     hs.mo(&["--json", "check-deleted", &hs.media_arg()]).ok();
     assert_eq!(cache_known_deleted(&hs.cache_db(), "", &b.media_id), Some(true));
 
-    // a newly old media is added; b stays marked; a stays
-    let c = hs.add(Media::local(&hs.new_id()).created_days_ago(40));
+    // a media grows old enough (a shorter duration does as well as waiting);
+    // b stays marked; a stays
+    let c = hs.add(Media::local(&hs.new_id()).created_days_ago(20));
     // and a is accessed again: update-db does not remove rows
     hs.sql(&format!(
         "UPDATE local_media_repository SET last_access_ts = {} WHERE media_id = '{}'",
         now_ms(),
         a.media_id
     ));
-    assert_eq!(hs.update_db("30d").j("new_rows"), 1);
+    assert_eq!(hs.update_db("10d").j("new_rows"), 1);
     assert_eq!(cache_rows(&hs.cache_db()), sorted(vec![a.cache_row(), b.cache_row().deleted(true), c.cache_row()]));
+}
+
+/// The daily run reads only the media that passed the cut-off since the
+/// last run; a row written already old (a restored backup, an import) is
+/// picked up by the weekly full selection, or at once from another database.
+#[test]
+fn update_db_reads_only_what_passed_the_cut_off_and_the_whole_history_weekly() {
+    let mut hs = Homeserver::sqlite();
+    hs.add(Media::local(&hs.new_id()).created_days_ago(40));
+    assert_eq!(hs.update_db("30d").j("new_rows"), 1);
+    let late = hs.add(Media::local(&hs.new_id()).created_days_ago(40));
+    assert_eq!(hs.update_db("30d").j("new_rows"), 0, "the window since the last run holds no media");
+    let cache_db = hs.cache_db();
+    let note = |sql: &str| {
+        let c = rusqlite::Connection::open(&cache_db).unwrap();
+        c.execute(sql, []).unwrap();
+    };
+    // A week after the last full selection, the whole history is read again.
+    note("UPDATE media_offload_state SET value = json_set(value, '$.full_at_ms', 0)");
+    assert_eq!(hs.update_db("30d").j("new_rows"), 1);
+    assert!(cache_known_deleted(&hs.cache_db(), "", &late.media_id).is_some());
+    // A note of another database counts for nothing.
+    let late2 = hs.add(Media::local(&hs.new_id()).created_days_ago(40));
+    note("UPDATE media_offload_state SET value = json_set(value, '$.database', 'SQLite /elsewhere')");
+    assert_eq!(hs.update_db("30d").j("new_rows"), 1);
+    assert!(cache_known_deleted(&hs.cache_db(), "", &late2.media_id).is_some());
 }
 
 #[test]
