@@ -711,6 +711,17 @@ impl Worker<'_> {
             Some(h) => format!("{} bytes, SHA-256 {}", expected.length, hex::encode(h)),
             None => format!("{} bytes", expected.length),
         };
+        // The object has the recorded length, but without a recorded hash
+        // that proves nothing about its bytes: the local copy goes only if
+        // it is the object cut short (an interrupted fetch-back, which
+        // writes in place from the start).
+        let truncated = match (local_ok, object_ok, expected.sha256) {
+            (false, true, None) => match self.truncated_copy(key, data) {
+                Ok(yes) => yes,
+                Err(e) => return self.failed(e, t).map(|_| Resolution::Kept),
+            },
+            _ => true,
+        };
         match (local_ok, object_ok) {
             (true, false) => {
                 log::warn!(
@@ -722,6 +733,14 @@ impl Worker<'_> {
                     t.replaced_objects += 1;
                 }
                 Ok(proof.map_or(Resolution::Kept, Resolution::Proven))
+            }
+            (false, true) if !truncated => {
+                log::error!(
+                    "{key}: the object and the local file differ ({diff}); the object has the recorded length \
+                     ({record_text}) but the local file is not a truncated copy of it; both kept"
+                );
+                t.conflicts += 1;
+                Ok(Resolution::Kept)
             }
             (false, true) => {
                 log::warn!(
@@ -740,6 +759,20 @@ impl Worker<'_> {
                 Ok(Resolution::Kept)
             }
         }
+    }
+
+    /// Whether the local file is the first bytes of the object: its MD5 is
+    /// that of the object's first `size` bytes, read back.
+    fn truncated_copy(&self, key: &str, data: &LocalData) -> Result<bool, StoreError> {
+        use md5::Digest as _;
+        let (mut md5, mut left) = (md5::Md5::new(), data.digest.size);
+        let found = self.store.read(key, &mut |chunk| {
+            let take = chunk.len().min(left as usize);
+            md5.update(&chunk[..take]);
+            left -= take as u64;
+            Ok(())
+        })?;
+        Ok(found && left == 0 && <[u8; 16]>::from(md5.finalize()) == data.digest.md5)
     }
 
     /// Delete a local file, if it is still the one that was read. `proof`

@@ -152,6 +152,29 @@ fn migrate_replaces_an_object_that_disagrees_with_the_record_by_the_local_file()
     hs.assert_offloaded(&m, &Dest::S3(&s3), "");
 }
 
+/// Without a recorded hash, an object of the recorded length proves nothing
+/// about its bytes: a shorter local file goes only if it is the object cut
+/// short, not when it is other bytes (the object may be the wrong one).
+#[test]
+fn migrate_keeps_a_shorter_local_file_that_is_not_a_truncated_copy_of_the_object() {
+    let mut hs = Homeserver::sqlite();
+    let s3 = S3::new();
+    with_provider(&hs, &s3);
+    let m = hs.add(Media::local(&hs.new_id()).size(8000));
+    let rel = m.original_rel();
+    let wrong = content_for("another upload", 8000);
+    s3.put(&rel, &wrong, &[]);
+    let shorter = content_for("other bytes", 3000);
+    hs.overwrite(&rel, &shorter, HOUR);
+    let out = migrate(&hs).status(3);
+    assert_eq!(out.jn("upload.conflicts"), 1, "{}", out.describe());
+    assert_eq!(out.jn("upload.repaired_local_files"), 0);
+    let line = out.stderr_line_with("not a truncated copy");
+    assert!(line.contains("8000 bytes"), "{line}");
+    assert_eq!(std::fs::read(hs.path_of(&rel)).unwrap(), shorter, "the local file stays");
+    assert_eq!(s3.get(&rel).unwrap(), wrong, "the object stays");
+}
+
 #[test]
 fn migrate_keeps_both_when_the_record_cannot_tell_then_sha256_decides() {
     let mut hs = Homeserver::sqlite();
