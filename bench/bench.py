@@ -10,6 +10,8 @@ Steps (each on the same generated data, the same S3 server on loopback):
   upload-small  the same with many small files (per-file overhead)
   update-db     homeserver DB -> cache.db, at several row counts
   check-deleted cache.db rows against the media store, same row counts
+  check-deleted-daily  the same on a cache.db where 99% of rows are known
+                deleted (the daily case after offloading), a few pulled back
 
 Every run is timed: wall time here, CPU time and peak RSS of the tool by
 GNU time. The S3 server's CPU time and the machine's other CPU use during the
@@ -77,7 +79,7 @@ PROFILES = {
 }
 UPLOAD_TOOLS = ["media-offload", "s3_media_upload", "rclone"]
 DB_TOOLS = ["media-offload", "s3_media_upload"]
-STEPS = ["upload-mix", "upload-small", "update-db", "check-deleted"]
+STEPS = ["upload-mix", "upload-small", "update-db", "check-deleted", "check-deleted-daily"]
 
 
 class BenchError(Exception):
@@ -572,6 +574,63 @@ class Bench:
                     self.record("check-deleted", tool, n, run, result)
                     shutil.rmtree(work, ignore_errors=True)
 
+    def daily_data(self, n, data):
+        """The daily case: a cache.db where all but every 100th row is known
+        deleted; a store with the files of half of those (the day's media
+        not offloaded yet) and of every 1000th deleted row (pulled back by
+        Synapse). Returns (store, cache.db, rows left open, rows pulled back)."""
+        daily = data / "daily"
+        stamp = daily / "stamp"
+        cache = daily / "cache.db"
+        if stamp.exists() and stamp.read_text().split()[0] == str(n):
+            _, open_rows, back = stamp.read_text().split()
+            return daily / "media_store", cache, int(open_rows), int(back)
+        shutil.rmtree(daily, ignore_errors=True)
+        store = daily / "media_store"
+        for top in ("local_content", "local_thumbnails", "remote_content", "remote_thumbnail"):
+            (store / top).mkdir(parents=True)
+        shutil.copy(data / "cache.db", cache)
+        open_rows = back = 0
+        with sqlite3.connect(cache) as conn:
+            conn.execute("UPDATE media SET known_deleted = 1 WHERE rowid % 100 != 0")
+            rows = list(conn.execute("SELECT rowid, origin, filesystem_id FROM media ORDER BY rowid"))
+        for rowid, origin, fid in rows:
+            if rowid % 200 == 0:
+                open_rows += 1      # not offloaded yet: stays open
+            elif rowid % 1000 == 7:
+                back += 1           # known deleted, back on disk
+            else:
+                continue
+            original = store / media_paths({"origin": origin, "filesystem_id": fid})[0]
+            original.parent.mkdir(parents=True, exist_ok=True)
+            original.write_bytes(b"x")
+        stamp.write_text(f"{n} {open_rows} {back}")
+        return store, cache, open_rows, back
+
+    def bench_check_deleted_daily(self):
+        for n in self.args.rows:
+            data = self.rows_data(n)
+            if not (data / "cache.db").exists() or cache_count(data / "cache.db") != n:
+                raise BenchError(f"check-deleted-daily {n}: run the update-db step first (it makes cache.db)")
+            store, cache, open_rows, back = self.daily_data(n, data)
+            for run in range(1, self.runs + 1):
+                for tool in DB_TOOLS:
+                    work = WORK / "runs" / "check-deleted-daily" / f"{n}-{tool}-{run}"
+                    shutil.rmtree(work, ignore_errors=True)
+                    work.mkdir(parents=True)
+                    shutil.copy(cache, work / "cache.db")
+                    os.sync()
+                    result = measure(self.db_command(tool, "check-deleted", str(store)), work, self.base_env,
+                                     label=f"check-deleted-daily {n} {tool}")
+                    # The Python tool never reopens a media whose files came back.
+                    want = n - open_rows - (back if tool == "media-offload" else 0)
+                    deleted = cache_count(work / "cache.db", "known_deleted")
+                    if deleted != want:
+                        raise BenchError(f"check-deleted-daily {tool}: {deleted} rows marked deleted, expected {want}")
+                    result["rows_per_s"] = n / result["wall_s"]
+                    self.record("check-deleted-daily", tool, n, run, result)
+                    shutil.rmtree(work, ignore_errors=True)
+
     # -- report ------------------------------------------------------------
     def describe_system(self):
         def cmd(*c):
@@ -618,6 +677,8 @@ class Bench:
                     self.bench_update_db()
                 elif step == "check-deleted":
                     self.bench_check_deleted()
+                elif step == "check-deleted-daily":
+                    self.bench_check_deleted_daily()
         finally:
             self.server.stop()
         report = markdown(self.system, self.results)
