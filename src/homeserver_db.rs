@@ -108,6 +108,11 @@ const LOCAL_SQL: &str = "SELECT '', media_id, media_id FROM local_media_reposito
 const REMOTE_SQL: &str = "SELECT media_origin, media_id, filesystem_id FROM remote_media_cache \
      WHERE COALESCE(last_access_ts, created_ts) < $1 AND COALESCE(last_access_ts, created_ts) >= $2 \
      ORDER BY media_origin COLLATE \"C\", media_id COLLATE \"C\"";
+/// How many media of each kind update-db's selection holds below $1.
+const COUNT_LOCAL_SQL: &str = "SELECT COUNT(*) FROM local_media_repository \
+     WHERE COALESCE(last_access_ts, created_ts) < $1 AND url_cache IS NULL";
+const COUNT_REMOTE_SQL: &str =
+    "SELECT COUNT(*) FROM remote_media_cache WHERE COALESCE(last_access_ts, created_ts) < $1";
 /// Rows fetched from the PostgreSQL cursor per round trip.
 const FETCH_SIZE: i32 = 5000;
 
@@ -157,6 +162,21 @@ impl HomeserverDb {
     /// what it selected from (never the password).
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// How many rows of `kind` were last accessed before `before_ms` (what
+    /// [`Self::for_each_candidate`] would select without a lower bound).
+    pub fn count_candidates(&mut self, kind: MediaKind, before_ms: i64) -> Result<u64> {
+        let (sql, table) = match kind {
+            MediaKind::Local => (COUNT_LOCAL_SQL, "local_media_repository"),
+            MediaKind::Remote => (COUNT_REMOTE_SQL, "remote_media_cache"),
+        };
+        let mut count = None;
+        self.for_each_row(&format!("SELECT CAST(({sql}) AS TEXT)"), &[Param::Int(before_ms)], table, |mut row| {
+            count = row.get_mut(0).and_then(Option::take);
+            Ok(())
+        })?;
+        count.and_then(|c| c.parse().ok()).with_context(|| format!("counting the media in {table}"))
     }
 
     /// Call `each` for every row of `kind` last accessed before `cutoff_ms`

@@ -99,11 +99,14 @@ pub fn database_of(selection: &Options) -> Result<DbConfig> {
 /// cache.db's note of what update-db selected: every media of `database`
 /// last used before `before_ms` is in cache.db, as of the last full
 /// selection at `full_at_ms` and the windows selected since.
+/// `counts`: how many local and remote media the database then had below
+/// `before_ms`; more now means rows were written already old since.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Selected {
     database: String,
     before_ms: i64,
     full_at_ms: i64,
+    counts: [u64; 2],
 }
 
 const SELECTED: &str = "update-db.selected";
@@ -113,24 +116,39 @@ const SELECTED: &str = "update-db.selected";
 /// is then in cache.db within a week.
 const FULL_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
 
+const KINDS: [MediaKind; 2] = [MediaKind::Local, MediaKind::Remote];
+
 /// The work of `update-db`, shared with `update` and `migrate`.
 ///
 /// A media once past the cut-off is in cache.db for good (rows are never
 /// rewritten), so a run asks the database only for the media that passed
 /// the cut-off since the last complete run on the same database: the daily
 /// run reads a day of media, not the whole history. Media only pass the
-/// cut-off by growing old, except for rows written already old, which the
-/// weekly full selection ([`FULL_EVERY`]) catches. The note of what was
+/// cut-off by growing old, except for rows written already old (a restored
+/// backup, an import): when the database counts more media below the
+/// note's bound than it did, the whole history is selected again, and in
+/// any case once a week ([`FULL_EVERY`]), in case removals hid such rows
+/// from the count. The note of what was
 /// selected is written in the same transaction as the rows, and only by a
 /// run that refused no row (refused rows are then reported again).
 pub fn sync_with(cache: &mut Cache, db: &mut HomeserverDb, duration: Duration) -> Result<Synced> {
     let cutoff = cutoff_ms(duration);
     let since = std::time::UNIX_EPOCH + std::time::Duration::from_millis(cutoff.max(0) as u64);
     log::info!("Syncing files that haven't been accessed since: {}", humantime::format_rfc3339_seconds(since));
-    let selected = cache
+    let mut selected = cache
         .state(SELECTED)?
         .and_then(|text| serde_json::from_str::<Selected>(&text).ok())
         .filter(|s| s.database == db.identity() && now_ms() - s.full_at_ms < FULL_EVERY.as_millis() as i64);
+    let mut counts = [0u64; 2];
+    if let Some(note) = &selected {
+        for (i, kind) in KINDS.into_iter().enumerate() {
+            counts[i] = db.count_candidates(kind, note.before_ms)?;
+        }
+        if counts.iter().zip(note.counts).any(|(now, then)| *now > then) {
+            log::info!("  media were written already old since the last run: selecting the whole history");
+            selected = None;
+        }
+    }
     let since_ms = selected.as_ref().map(|s| s.before_ms);
     if let Some(before) = since_ms {
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(before.max(0) as u64);
@@ -138,11 +156,13 @@ pub fn sync_with(cache: &mut Cache, db: &mut HomeserverDb, duration: Duration) -
     }
     let mut synced = Synced { cutoff_ms: cutoff, ..Default::default() };
     cache.begin()?;
-    for kind in [MediaKind::Local, MediaKind::Remote] {
+    let mut seen = [0u64; 2];
+    for (i, kind) in KINDS.into_iter().enumerate() {
         log::info!("  Syncing {} media", kind.as_str());
         let mut batch: Vec<Candidate> = Vec::with_capacity(BATCH);
         db.for_each_candidate(kind, cutoff, since_ms, |row| {
             synced.seen += 1;
+            seen[i] += 1;
             // A row that would resolve outside the media store never enters
             // cache.db, where the Python tool would act on it unchecked.
             if let Err(invalid) = MediaPaths::new(&row.origin, &row.media_id, &row.filesystem_id, row.kind) {
@@ -162,11 +182,12 @@ pub fn sync_with(cache: &mut Cache, db: &mut HomeserverDb, duration: Duration) -
         synced.new_rows += cache.insert_new(&batch)?;
     }
     if synced.invalid_rows == 0 {
-        let (before_ms, full_at_ms) = match &selected {
-            Some(s) => (s.before_ms.max(cutoff), s.full_at_ms),
-            None => (cutoff, now_ms()),
+        // Below the new bound: what was below the old one, and the window.
+        let (before_ms, full_at_ms, counts) = match &selected {
+            Some(s) => (s.before_ms.max(cutoff), s.full_at_ms, [counts[0] + seen[0], counts[1] + seen[1]]),
+            None => (cutoff, now_ms(), seen),
         };
-        let note = Selected { database: db.identity().to_owned(), before_ms, full_at_ms };
+        let note = Selected { database: db.identity().to_owned(), before_ms, full_at_ms, counts };
         cache.set_state(SELECTED, &serde_json::to_string(&note)?)?;
     }
     crate::faults::point("update-db-commit");

@@ -135,29 +135,42 @@ fn update_db_is_incremental_and_keeps_existing_rows_and_flags() {
 }
 
 /// The daily run reads only the media that passed the cut-off since the
-/// last run; a row written already old (a restored backup, an import) is
-/// picked up by the weekly full selection, or at once from another database.
+/// last run. A row written already old (a restored backup, an import) is
+/// seen at once by the database's count of old media; hidden by a removal,
+/// it is picked up by the weekly full selection; a note of another
+/// database counts for nothing.
 #[test]
-fn update_db_reads_only_what_passed_the_cut_off_and_the_whole_history_weekly() {
+fn update_db_reads_only_what_passed_the_cut_off_and_finds_rows_written_already_old() {
     let mut hs = Homeserver::sqlite();
+    let first = hs.add(Media::local(&hs.new_id()).created_days_ago(40));
     hs.add(Media::local(&hs.new_id()).created_days_ago(40));
-    assert_eq!(hs.update_db("30d").j("new_rows"), 1);
+    assert_eq!(hs.update_db("30d").j("new_rows"), 2);
+    let again = hs.update_db("30d");
+    assert_eq!(again.j("new_rows"), 0);
+    again.stderr_line_with("are in cache.db already");
+
     let late = hs.add(Media::local(&hs.new_id()).created_days_ago(40));
-    assert_eq!(hs.update_db("30d").j("new_rows"), 0, "the window since the last run holds no media");
+    let out = hs.update_db("30d");
+    assert_eq!(out.j("new_rows"), 1, "{}", out.describe());
+    out.stderr_line_with("written already old");
+    assert!(hs.has_row(&late));
+
+    // One old row removed, one written old: the count cannot tell.
+    hs.sql(&format!("DELETE FROM local_media_repository WHERE media_id = '{}'", first.media_id));
+    let hidden = hs.add(Media::local(&hs.new_id()).created_days_ago(40));
+    assert_eq!(hs.update_db("30d").j("new_rows"), 0);
     let cache_db = hs.cache_db();
-    let note = |sql: &str| {
-        let c = rusqlite::Connection::open(&cache_db).unwrap();
-        c.execute(sql, []).unwrap();
-    };
+    let note = |sql: &str| rusqlite::Connection::open(&cache_db).unwrap().execute(sql, []).unwrap();
     // A week after the last full selection, the whole history is read again.
     note("UPDATE media_offload_state SET value = json_set(value, '$.full_at_ms', 0)");
     assert_eq!(hs.update_db("30d").j("new_rows"), 1);
-    assert!(cache_known_deleted(&hs.cache_db(), "", &late.media_id).is_some());
-    // A note of another database counts for nothing.
-    let late2 = hs.add(Media::local(&hs.new_id()).created_days_ago(40));
+    assert!(hs.has_row(&hidden));
+
+    hs.sql(&format!("DELETE FROM local_media_repository WHERE media_id = '{}'", late.media_id));
+    let other = hs.add(Media::local(&hs.new_id()).created_days_ago(40));
     note("UPDATE media_offload_state SET value = json_set(value, '$.database', 'SQLite /elsewhere')");
     assert_eq!(hs.update_db("30d").j("new_rows"), 1);
-    assert!(cache_known_deleted(&hs.cache_db(), "", &late2.media_id).is_some());
+    assert!(hs.has_row(&other));
 }
 
 #[test]
