@@ -40,7 +40,8 @@ use crate::lock::StoreLock;
 use crate::media_store::{LocalFile, MediaPaths, MediaStore, Unlinked};
 use crate::report::{self, Counting, Progress, naturalsize};
 use crate::store::{
-    self, ARCHIVE_CLASSES, Comparison, LocalData, ObjectInfo, ObjectStore, Proof, StoreError, StoreSettings,
+    self, ARCHIVE_CLASSES, Comparison, LocalData, ObjectInfo, ObjectStore, Proof, PutIfAbsent, StoreError,
+    StoreSettings,
 };
 
 /// Finished media are recorded at least this often.
@@ -554,16 +555,34 @@ impl Worker<'_> {
             }
         };
         let key = format!("{}{}", opts.prefix, file.rel);
-        let existing = match self.store.head(&key) {
-            Ok(existing) => existing,
-            Err(e) => return self.failed(e, t),
+        // Where the store refuses to overwrite on request, a new object goes
+        // up without a HEAD first; one that is there already is untouched,
+        // and compared as below.
+        let stored = match opts.dry_run {
+            true => None,
+            false => match self.store.put_if_absent(&key, &data) {
+                Ok(Some(PutIfAbsent::Stored(proof))) => Some(proof),
+                Ok(Some(PutIfAbsent::Exists) | None) => None,
+                Err(e) => return self.failed(e, t),
+            },
         };
-        let proof = match existing {
-            None => match self.put_and_prove(&key, &data, t)? {
+        let existing = match stored {
+            Some(_) => None,
+            None => match self.store.head(&key) {
+                Ok(existing) => existing,
+                Err(e) => return self.failed(e, t),
+            },
+        };
+        let proof = match (stored, existing) {
+            (Some(proof), _) => match self.prove_put(&key, &data, proof, t)? {
                 Some(proof) => proof,
                 None => return Ok(Kept::Failed),
             },
-            Some(info) if !info.readable && !opts.allow_archive => {
+            (None, None) => match self.put_and_prove(&key, &data, t)? {
+                Some(proof) => proof,
+                None => return Ok(Kept::Failed),
+            },
+            (None, Some(info)) if !info.readable && !opts.allow_archive => {
                 log::warn!(
                     "{key}: the object is in storage class {}, which Synapse cannot read back without a restore; \
                      the local file is kept",
@@ -572,7 +591,7 @@ impl Worker<'_> {
                 t.archived_kept += 1;
                 return Ok(Kept::Later);
             }
-            Some(info) => match store::compare_existing(self.store, &key, &info, &data) {
+            (None, Some(info)) => match store::compare_existing(self.store, &key, &info, &data) {
                 Err(e) => return self.failed(e, t),
                 Ok(Comparison::Same(proof)) => {
                     t.already_present_files += 1;
@@ -625,6 +644,18 @@ impl Worker<'_> {
             Ok(p) => p,
             Err(e) => return self.failed(e, t).map(|_| None),
         };
+        self.prove_put(key, data, proof, t)
+    }
+
+    /// After a put: count it, and prove the stored bytes by the answers
+    /// (`proof`), else by reading back. `Ok(None)`: failed, counted.
+    fn prove_put(
+        &self,
+        key: &str,
+        data: &LocalData,
+        proof: Option<Proof>,
+        t: &mut Totals,
+    ) -> Result<Option<Proof>, StoreError> {
         faults::point("after-put");
         t.uploaded_files += 1;
         t.uploaded_bytes += data.digest.size;

@@ -58,6 +58,8 @@ pub enum ErrorKind {
     BadDigest,
     /// The object's storage class makes it unreadable without a restore.
     Archived,
+    /// An object is already there: a conditional PUT was refused.
+    Exists,
     /// The store answered, but not in a way we can use.
     Invalid,
     /// Reading or writing a local file (a directory store, the source file).
@@ -161,6 +163,13 @@ pub trait ObjectStore: Send + Sync {
     /// holds exactly those bytes, or `None` if they prove nothing (the
     /// caller then reads the object back).
     fn put(&self, key: &str, data: &LocalData) -> Result<Option<Proof>, StoreError>;
+    /// Store `data` at `key` only if no object is there (a conditional
+    /// PUT), which spares the `head` before each upload. `Ok(None)`: this
+    /// store cannot make that condition, or not for this file; the caller
+    /// asks `head` first. Default: `Ok(None)`.
+    fn put_if_absent(&self, _key: &str, _data: &LocalData) -> Result<Option<PutIfAbsent>, StoreError> {
+        Ok(None)
+    }
     /// Stream the object's content to `sink`; `Ok(false)` if there is none.
     fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError>;
     /// Whether the object at `key` is the local file `file` itself (a
@@ -178,6 +187,15 @@ pub trait ObjectStore: Send + Sync {
     fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError>;
     /// Delete the object at `key`; an absent object is not an error.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// What a conditional PUT did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutIfAbsent {
+    /// Stored, proven as [`ObjectStore::put`] says.
+    Stored(Option<Proof>),
+    /// An object was there already, and is untouched.
+    Exists,
 }
 
 /// One object of a listing.

@@ -35,7 +35,7 @@ use md5::{Digest as _, Md5};
 
 use super::{
     ARCHIVE_CLASSES, Content, ErrorKind, Etag, FileDigest, Listed, LocalData, ObjectInfo, ObjectStore, Proof,
-    StoreError, StoreSettings, parse_etag, parse_md5,
+    PutIfAbsent, StoreError, StoreSettings, parse_etag, parse_md5,
 };
 
 /// Files larger than this go up in parts (boto3's default threshold).
@@ -93,6 +93,9 @@ pub struct S3Store {
     /// Whether the endpoint refuses a body whose Content-MD5 is wrong:
     /// found out once, the first time an upload's answer proves nothing.
     checks_content_md5: OnceLock<bool>,
+    /// Whether the endpoint refuses a PUT with `If-None-Match: *` over an
+    /// existing object: found out once, at the first upload.
+    refuses_overwrite: OnceLock<bool>,
 }
 
 impl S3Store {
@@ -146,6 +149,7 @@ impl S3Store {
             settings: settings.clone(),
             sse,
             checks_content_md5: OnceLock::new(),
+            refuses_overwrite: OnceLock::new(),
         };
         store.preflight()?;
         Ok(store)
@@ -246,8 +250,72 @@ impl S3Store {
         })
     }
 
-    /// Upload in one PUT.
-    async fn put_single(&self, key: &str, data: &LocalData) -> Result<(Option<[u8; 16]>, bool), StoreError> {
+    /// Whether the endpoint honours `If-None-Match: *` on PUT, if known:
+    /// found out by [`Self::probe_conditional_put`] after the run's first
+    /// upload; until then, uploads ask HEAD first.
+    fn conditional_put_honoured(&self) -> bool {
+        self.refuses_overwrite.get().copied().unwrap_or(false)
+    }
+
+    /// After the run's first single-part upload: PUT the same bytes to the
+    /// same key again, with `If-None-Match: *`. Refused (412): the store
+    /// honours the condition. Stored: it ignores it (and holds the same
+    /// bytes as before); either way no other object is touched and no
+    /// probe object is left behind.
+    fn probe_conditional_put(&self, key: &str, data: &LocalData) {
+        self.refuses_overwrite.get_or_init(|| {
+            let honoured = match self.runtime.block_on(self.put_single(key, data, true)) {
+                Err(e) if e.kind == ErrorKind::Exists => true,
+                Ok(_) => false,
+                Err(e) => {
+                    log::debug!("conditional PUT probe: {e}; not using conditional PUTs");
+                    false
+                }
+            };
+            log::info!(
+                "{} {} a PUT over an existing object with If-None-Match{}",
+                self.describe(),
+                if honoured { "refuses" } else { "does not refuse" },
+                if honoured { ": new objects go up without a HEAD first" } else { ": each upload asks HEAD first" }
+            );
+            honoured
+        });
+    }
+
+    /// `put`, with `if_absent` a conditional one (single part only).
+    fn put_proven(&self, key: &str, data: &LocalData, if_absent: bool) -> Result<Option<Proof>, StoreError> {
+        if data.digest.part_md5s.is_empty() {
+            let (etag_md5, etag_proves) = self.runtime.block_on(self.put_single(key, data, if_absent))?;
+            match etag_md5 {
+                Some(md5) if md5 == data.digest.md5 => return Ok(Some(Proof::Etag)),
+                Some(md5) => {
+                    return Err(StoreError::new(
+                        ErrorKind::BadDigest,
+                        format!(
+                            "PUT {key}: the store's ETag {} is not the MD5 {} of the bytes sent (did the file change?)",
+                            hex::encode(md5),
+                            hex::encode(data.digest.md5)
+                        ),
+                    ));
+                }
+                None if etag_proves => log::debug!("PUT {key}: no usable ETag in the answer"),
+                None => {}
+            }
+        } else if self.runtime.block_on(self.put_multipart(key, data))? {
+            return Ok(Some(Proof::PartEtags));
+        }
+        // The answers prove nothing (SSE-C, KMS): the store's own check of
+        // our Content-MD5 does, where it makes one.
+        Ok(self.content_md5_checked().then_some(Proof::ContentMd5))
+    }
+
+    /// Upload in one PUT (with `if_absent`: only if no object is there).
+    async fn put_single(
+        &self,
+        key: &str,
+        data: &LocalData,
+        if_absent: bool,
+    ) -> Result<(Option<[u8; 16]>, bool), StoreError> {
         let d = &data.digest;
         let sse = self.sse.as_ref();
         let out = with_sse!(
@@ -259,7 +327,8 @@ impl S3Store {
                 .content_length(d.size as i64)
                 .content_md5(B64.encode(d.md5))
                 .metadata(MD5_METADATA, hex::encode(d.md5))
-                .storage_class(self.storage_class()),
+                .storage_class(self.storage_class())
+                .set_if_none_match(if_absent.then(|| "*".to_owned())),
             sse
         )
         .send()
@@ -497,6 +566,7 @@ where
                 (Some("BadDigest" | "InvalidDigest"), _) => ErrorKind::BadDigest,
                 (Some("NoSuchBucket"), _) => ErrorKind::NoBucket,
                 (Some("InvalidObjectState"), _) => ErrorKind::Archived,
+                (Some("PreconditionFailed"), _) | (_, 412) => ErrorKind::Exists,
                 (Some("SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"), _) => {
                     ErrorKind::Throttled
                 }
@@ -716,31 +786,26 @@ impl ObjectStore for S3Store {
     }
 
     fn put(&self, key: &str, data: &LocalData) -> Result<Option<Proof>, StoreError> {
-        if data.digest.part_md5s.is_empty() {
-            let (etag_md5, etag_proves) = self.runtime.block_on(self.put_single(key, data))?;
-            match etag_md5 {
-                Some(md5) if md5 == data.digest.md5 => return Ok(Some(Proof::Etag)),
-                Some(md5) => {
-                    return Err(StoreError::new(
-                        ErrorKind::BadDigest,
-                        format!(
-                            "PUT {key}: the store's ETag {} is not the MD5 {} of the bytes sent (did the file change?)",
-                            hex::encode(md5),
-                            hex::encode(data.digest.md5)
-                        ),
-                    ));
-                }
-                None if etag_proves => log::debug!("PUT {key}: no usable ETag in the answer"),
-                None => {}
-            }
-        } else if self.runtime.block_on(self.put_multipart(key, data))? {
-            return Ok(Some(Proof::PartEtags));
+        let proof = self.put_proven(key, data, false)?;
+        // In-memory content only: the second PUT then sends the very bytes
+        // the first one proved, whatever happens to the file meanwhile.
+        if matches!(data.content, Content::Bytes(_)) && proof.is_some() && self.refuses_overwrite.get().is_none() {
+            self.probe_conditional_put(key, data);
         }
-        // The answers prove nothing (SSE-C, KMS): the store's own check of
-        // our Content-MD5 does, where it makes one.
-        Ok(self.content_md5_checked().then_some(Proof::ContentMd5))
+        Ok(proof)
     }
 
+    fn put_if_absent(&self, key: &str, data: &LocalData) -> Result<Option<PutIfAbsent>, StoreError> {
+        // Small files only: they are where the HEAD costs as much as the PUT.
+        if !data.digest.part_md5s.is_empty() || !self.conditional_put_honoured() {
+            return Ok(None);
+        }
+        match self.put_proven(key, data, true) {
+            Ok(proof) => Ok(Some(PutIfAbsent::Stored(proof))),
+            Err(e) if e.kind == ErrorKind::Exists => Ok(Some(PutIfAbsent::Exists)),
+            Err(e) => Err(e),
+        }
+    }
     fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
         let sse = self.sse.as_ref();
         self.runtime.block_on(async {
