@@ -68,14 +68,9 @@ impl RunLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let holder = holder_of(&file).or_else(|| read_holder_note(&mut file));
-                let what = format!("the lock {}", path.display());
-                match mode {
-                    LockMode::Fail => return Err(Failure::Locked { what, holder }.into()),
-                    LockMode::Wait => {
-                        log::info!("{}; waiting for it to finish", Failure::Locked { what, holder }.held_by());
-                        file.lock().with_context(|| format!("could not lock {}", path.display()))?;
-                    }
-                }
+                when_held(mode, format!("the lock {}", path.display()), holder, || {
+                    file.lock().with_context(|| format!("could not lock {}", path.display()))
+                })?;
             }
             Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("could not lock {}", path.display())),
         }
@@ -121,13 +116,22 @@ impl StoreLock {
             return Ok(Self { _guard: guard });
         }
         let holder = store.identity().ok().and_then(|(dev, ino)| holder_of_inode(dev, ino));
-        match mode {
-            LockMode::Fail => Err(Failure::Locked { what, holder }.into()),
-            LockMode::Wait => {
-                log::info!("{}; waiting for it to finish", Failure::Locked { what: what.clone(), holder }.held_by());
-                let guard = lock(true)?.context("the store lock could not be taken")?;
-                Ok(Self { _guard: guard })
-            }
+        when_held(mode, what.clone(), holder, || {
+            let guard = lock(true)?.context("the store lock could not be taken")?;
+            Ok(Self { _guard: guard })
+        })
+    }
+}
+
+/// Another run holds `what`: fail at once with [`Failure::Locked`], or say
+/// so and `wait` for it.
+fn when_held<T>(mode: LockMode, what: String, holder: Option<String>, wait: impl FnOnce() -> Result<T>) -> Result<T> {
+    let held = Failure::Locked { what, holder };
+    match mode {
+        LockMode::Fail => Err(held.into()),
+        LockMode::Wait => {
+            log::info!("{}; waiting for it to finish", held.held_by());
+            wait()
         }
     }
 }

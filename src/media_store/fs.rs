@@ -524,7 +524,10 @@ impl MediaStore {
     /// folder), so that two runs with different state files still cannot
     /// work on one store at once. `Ok(None)` if another process holds it.
     pub fn try_lock(&self, wait: bool) -> io::Result<Option<StoreLockGuard>> {
-        let fd = rustix::fs::open(&self.base, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        // A descriptor of its own (flock locks belong to the open file), of
+        // the folder already opened, not of whatever the path names now.
+        let fd =
+            rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
         let op = if wait {
             rustix::fs::FlockOperation::LockExclusive
         } else {
