@@ -6,7 +6,10 @@
 #     does not) on 127.0.0.1, installed with cargo once per machine,
 #   * a Python venv (.test-venv/) holding the reference tool s3_media_upload,
 #   * an unprivileged user (mo-test-owner) that owns the media stores of the
-#     tests about runs as root.
+#     tests about runs as root,
+#   * a single-node OpenStack Swift from Debian's packages (proxy, account,
+#     container and object servers, memcached) with TempAuth: two proxies
+#     on the same rings, one whose tokens live for a few seconds.
 # Writes target/test-services/env, to be sourced before `cargo test`.
 #
 # Usage: scripts/test-services.sh [start|stop|env-path]
@@ -64,6 +67,11 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyt
 PY
     fi
     command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+    command -v swift-proxy-server >/dev/null 2>&1 || need+=(swift-proxy)
+    command -v swift-account-server >/dev/null 2>&1 || need+=(swift-account)
+    command -v swift-container-server >/dev/null 2>&1 || need+=(swift-container)
+    command -v swift-object-server >/dev/null 2>&1 || need+=(swift-object)
+    command -v memcached >/dev/null 2>&1 || need+=(memcached)
     if [ "${#need[@]}" -gt 0 ]; then
         [ "$(id -u)" = 0 ] || die "need root to install: ${need[*]}"
         log "installing Debian packages: ${need[*]}"
@@ -111,6 +119,7 @@ install_test_owner() {
 # ------------------------------------------------------------------ state ---
 load_state() {
     PG_TMP="" PG_PORT="" MOTO_PORT="" MOTO_PID="" PG_BIN="" S3S_PORT="" S3S_PID="" S3S_ROOT=""
+    SWIFT_TMP="" SWIFT_PORT="" SWIFT_SHORT_PORT="" SWIFT_PIDS=""
     # shellcheck disable=SC1090
     [ -f "$STATE_FILE" ] && . "$STATE_FILE"
     return 0
@@ -127,6 +136,20 @@ moto_alive() {
 
 s3s_alive() {
     [ -n "${S3S_PID:-}" ] && kill -0 "$S3S_PID" 2>/dev/null
+}
+
+swift_alive() {
+    local pid
+    [ -n "${SWIFT_PIDS:-}" ] || return 1
+    for pid in $SWIFT_PIDS; do kill -0 "$pid" 2>/dev/null || return 1; done
+    swift_answers "$SWIFT_PORT"
+}
+
+swift_answers() {
+    python3 - "$1" >/dev/null 2>&1 <<'PY'
+import sys, urllib.request
+urllib.request.urlopen("http://127.0.0.1:%s/healthcheck" % sys.argv[1], timeout=2).read()
+PY
 }
 
 moto_answers() {
@@ -161,7 +184,24 @@ stop_services() {
     case "${S3S_ROOT:-}" in
         /tmp/mo-test-s3s.*) rm -rf "$S3S_ROOT" ;;
     esac
+    stop_swift
     rm -f "$STATE_FILE" "$ENV_FILE"
+}
+
+stop_swift() {
+    local pid
+    [ -n "${SWIFT_PIDS:-}" ] && log "stopping Swift (pids $SWIFT_PIDS)"
+    for pid in ${SWIFT_PIDS:-}; do
+        # Each server was started in its own session: end its workers too.
+        kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+    done
+    for pid in ${SWIFT_PIDS:-}; do
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 -- "-$pid" 2>/dev/null || true
+    done
+    case "${SWIFT_TMP:-}" in
+        /tmp/mo-test-swift.*) rm -rf "$SWIFT_TMP" ;;
+    esac
 }
 
 # ------------------------------------------------------------------ start ---
@@ -243,6 +283,129 @@ start_s3s() {
     die "s3s-fs did not come up"
 }
 
+# A single-node Swift: one replica, every server with its own config in a
+# scratch folder, the device a folder under it (ext4 under /tmp has user
+# xattrs, which the object server needs), TempAuth with memcached for its
+# tokens. The servers read their constraints (max_file_size) from
+# /etc/swift/swift.conf whatever swift_dir says, so the cluster's maximum
+# stays Swift's 5 GiB: the tests reach SLO sizes with a small segment size.
+SWIFT_SHORT_TOKEN_LIFE=3
+start_swift() {
+    local started tmp user ports=() server port
+    started=$(date +%s.%N)
+    tmp="$(mktemp -d /tmp/mo-test-swift.XXXXXX)"
+    SWIFT_TMP="$tmp"
+    user="$(id -un)"
+    mkdir -p "$tmp/node/d1" "$tmp/run" "$tmp/cache"
+    setfattr -n user.mo-test -v 1 "$tmp/node/d1" 2>/dev/null \
+        || python3 -c 'import os,sys; os.setxattr(sys.argv[1], "user.mo-test", b"1")' "$tmp/node/d1" \
+        || die "$tmp has no user xattrs, which Swift's object server needs"
+    for server in account container object memcached proxy short; do ports+=("$(free_port)"); done
+    local account_port=${ports[0]} container_port=${ports[1]} object_port=${ports[2]} memcached_port=${ports[3]}
+    SWIFT_PORT=${ports[4]}
+    SWIFT_SHORT_PORT=${ports[5]}
+    cat >"$tmp/swift.conf" <<CONF
+[swift-hash]
+swift_hash_path_suffix = mo-test
+swift_hash_path_prefix = mo-test
+
+[storage-policy:0]
+name = gold
+default = yes
+CONF
+    for server in account container object; do
+        port="${server}_port"
+        (cd "$tmp" && swift-ring-builder "$server.builder" create 4 1 1 >/dev/null \
+            && swift-ring-builder "$server.builder" add "r1z1-127.0.0.1:${!port}/d1" 1 >/dev/null \
+            && swift-ring-builder "$server.builder" rebalance >/dev/null) \
+            || die "swift-ring-builder could not build the $server ring"
+        cat >"$tmp/$server-server.conf" <<CONF
+[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = ${!port}
+workers = 0
+user = $user
+swift_dir = $tmp
+devices = $tmp/node
+mount_check = false
+log_name = $server-server
+log_level = WARNING
+
+[pipeline:main]
+pipeline = $server-server
+
+[app:$server-server]
+use = egg:swift#$server
+CONF
+    done
+    # The proxies share memcached, where TempAuth keeps a user's token and
+    # hands it out again: the short-lived tokens belong to a user that only
+    # the short proxy knows.
+    for proxy in proxy short; do
+        port=$SWIFT_PORT life=86400 users="user_test_tester = testing .admin"
+        [ "$proxy" = short ] && port=$SWIFT_SHORT_PORT life=$SWIFT_SHORT_TOKEN_LIFE \
+            users="user_test_expiring = expiring .admin"
+        cat >"$tmp/$proxy-server.conf" <<CONF
+[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = $port
+workers = 0
+user = $user
+swift_dir = $tmp
+log_name = $proxy-server
+log_level = WARNING
+
+[pipeline:main]
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk slo tempauth proxy-logging proxy-server
+
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+allow_account_management = true
+
+[filter:tempauth]
+use = egg:swift#tempauth
+$users
+token_life = $life
+storage_url_scheme = default
+
+[filter:cache]
+use = egg:swift#memcache
+memcache_servers = 127.0.0.1:$memcached_port
+CONF
+        # The other filters of the pipeline, as name:entry point.
+        for filter in catch_errors:catch_errors gatekeeper:gatekeeper healthcheck:healthcheck \
+            proxy-logging:proxy_logging listing_formats:listing_formats bulk:bulk slo:slo; do
+            printf '\n[filter:%s]\nuse = egg:swift#%s\n' "${filter%%:*}" "${filter#*:}" >>"$tmp/$proxy-server.conf"
+        done
+    done
+    SWIFT_PIDS=""
+    setsid memcached -l 127.0.0.1 -p "$memcached_port" -U 0 -m 16 -u "$user" \
+        </dev/null >"$tmp/run/memcached.log" 2>&1 &
+    SWIFT_PIDS="$SWIFT_PIDS $!"
+    for server in account container object proxy short; do
+        local bin="swift-$server-server"
+        [ "$server" = short ] && bin=swift-proxy-server
+        setsid "$bin" "$tmp/$server-server.conf" </dev/null >"$tmp/run/$server.log" 2>&1 &
+        SWIFT_PIDS="$SWIFT_PIDS $!"
+    done
+    SWIFT_PIDS="${SWIFT_PIDS# }"
+    log "starting Swift (proxy on 127.0.0.1:$SWIFT_PORT, short-lived tokens on :$SWIFT_SHORT_PORT)"
+    for _ in $(seq 1 300); do
+        if swift_answers "$SWIFT_PORT" && swift_answers "$SWIFT_SHORT_PORT" \
+            && (echo >"/dev/tcp/127.0.0.1/$object_port") 2>/dev/null \
+            && (echo >"/dev/tcp/127.0.0.1/$container_port") 2>/dev/null \
+            && (echo >"/dev/tcp/127.0.0.1/$account_port") 2>/dev/null; then
+            log "Swift is up in $(python3 -c "import sys; print('%.1f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$started" "$(date +%s.%N)")s"
+            return 0
+        fi
+        for pid in $SWIFT_PIDS; do kill -0 "$pid" 2>/dev/null || break 2; done
+        sleep 0.1
+    done
+    tail -n 20 "$tmp"/run/*.log >&2 || true
+    die "Swift did not come up"
+}
+
 write_state_and_env() {
     {
         printf 'PG_BIN=%q\n' "$PG_BIN"
@@ -253,6 +416,10 @@ write_state_and_env() {
         printf 'S3S_PORT=%q\n' "$S3S_PORT"
         printf 'S3S_PID=%q\n' "$S3S_PID"
         printf 'S3S_ROOT=%q\n' "$S3S_ROOT"
+        printf 'SWIFT_TMP=%q\n' "$SWIFT_TMP"
+        printf 'SWIFT_PORT=%q\n' "$SWIFT_PORT"
+        printf 'SWIFT_SHORT_PORT=%q\n' "$SWIFT_SHORT_PORT"
+        printf 'SWIFT_PIDS=%q\n' "$SWIFT_PIDS"
     } >"$STATE_FILE"
     {
         echo "# written by scripts/test-services.sh; source it before cargo test"
@@ -265,6 +432,15 @@ write_state_and_env() {
         printf 'export MO_TEST_PYTHON_TOOL=%q\n' "$VENV/bin/s3_media_upload"
         printf 'export MO_TEST_S3S_ENDPOINT=%q\n' "http://127.0.0.1:$S3S_PORT"
         printf 'export MO_TEST_OWNER=%q\n' "$TEST_OWNER"
+        # TempAuth: account AUTH_test, user test:tester (admin); test:expiring
+        # (admin) on the proxy whose tokens expire after a few seconds.
+        printf 'export MO_TEST_SWIFT_AUTH=%q\n' "http://127.0.0.1:$SWIFT_PORT/auth/v1.0"
+        printf 'export MO_TEST_SWIFT_SHORT_AUTH=%q\n' "http://127.0.0.1:$SWIFT_SHORT_PORT/auth/v1.0"
+        printf 'export MO_TEST_SWIFT_SHORT_TOKEN_LIFE=%q\n' "$SWIFT_SHORT_TOKEN_LIFE"
+        printf 'export MO_TEST_SWIFT_SHORT_USER=%q\n' "test:expiring"
+        printf 'export MO_TEST_SWIFT_SHORT_KEY=%q\n' "expiring"
+        printf 'export MO_TEST_SWIFT_USER=%q\n' "test:tester"
+        printf 'export MO_TEST_SWIFT_KEY=%q\n' "testing"
         echo 'export AWS_ACCESS_KEY_ID=testing'
         echo 'export AWS_SECRET_ACCESS_KEY=testing'
         echo 'export AWS_DEFAULT_REGION=us-east-1'
@@ -278,13 +454,14 @@ start_services() {
     install_test_owner
     mkdir -p "$STATE_DIR"
     load_state
-    if pg_alive && moto_alive && s3s_alive; then
-        log "reusing running services (PostgreSQL :$PG_PORT, moto :$MOTO_PORT, s3s-fs :$S3S_PORT)"
+    if pg_alive && moto_alive && s3s_alive && swift_alive; then
+        log "reusing running services (PostgreSQL :$PG_PORT, moto :$MOTO_PORT, s3s-fs :$S3S_PORT, Swift :$SWIFT_PORT)"
     else
         stop_services
         start_postgres
         start_moto
         start_s3s
+        start_swift
     fi
     write_state_and_env
     log "ready; environment in ${ENV_FILE#"$REPO_ROOT"/}"

@@ -20,9 +20,20 @@ pub struct TestEnv {
     pub s3s_endpoint: String,
     /// An unprivileged user for media stores that a run as root must respect.
     pub owner: String,
+    /// A single-node Swift's TempAuth URL (`http://127.0.0.1:PORT/auth/v1.0`).
+    pub swift_auth: String,
+    /// The same Swift through a proxy whose tokens live `swift_short_token_life` seconds.
+    pub swift_short_auth: String,
+    pub swift_short_token_life: u64,
+    /// The user (admin of the same account) whose tokens that proxy issues.
+    pub swift_short_user: String,
+    pub swift_short_key: String,
+    /// TempAuth's admin user of account AUTH_test, and its key.
+    pub swift_user: String,
+    pub swift_key: String,
 }
 
-const HOW_TO_RUN: &str = "these end-to-end tests need PostgreSQL, moto_server, s3s-fs and the Python \
+const HOW_TO_RUN: &str = "these end-to-end tests need PostgreSQL, moto_server, s3s-fs, Swift and the Python \
 reference tool started by scripts/test-services.sh: run the whole suite with `scripts/test.sh` \
 (or run `scripts/test-services.sh` and `. target/test-services/env` before `cargo test`)";
 
@@ -50,6 +61,15 @@ pub fn test_env() -> &'static TestEnv {
             python_tool: PathBuf::from(var("MO_TEST_PYTHON_TOOL")),
             s3s_endpoint: var("MO_TEST_S3S_ENDPOINT"),
             owner: var("MO_TEST_OWNER"),
+            swift_auth: var("MO_TEST_SWIFT_AUTH"),
+            swift_short_auth: var("MO_TEST_SWIFT_SHORT_AUTH"),
+            swift_short_token_life: var("MO_TEST_SWIFT_SHORT_TOKEN_LIFE")
+                .parse()
+                .unwrap_or_else(|_| panic!("MO_TEST_SWIFT_SHORT_TOKEN_LIFE is not a number: {HOW_TO_RUN}")),
+            swift_short_user: var("MO_TEST_SWIFT_SHORT_USER"),
+            swift_short_key: var("MO_TEST_SWIFT_SHORT_KEY"),
+            swift_user: var("MO_TEST_SWIFT_USER"),
+            swift_key: var("MO_TEST_SWIFT_KEY"),
         };
         assert!(
             env.s3_endpoint.starts_with("http://127.0.0.1:"),

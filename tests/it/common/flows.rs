@@ -11,9 +11,10 @@ use super::store::{Homeserver, Media, files_under};
 use super::yaml::{Params, pstr};
 use super::{now_ms, test_env};
 
-/// Where uploads go: an S3 bucket or a local directory store.
+/// Where uploads go: an S3 bucket, a Swift container or a local directory store.
 pub enum Dest<'a> {
     S3(&'a S3),
+    Swift(&'a super::swift::Swift),
     Dir(PathBuf),
 }
 
@@ -21,6 +22,7 @@ impl Dest<'_> {
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         match self {
             Dest::S3(s3) => s3.get(key),
+            Dest::Swift(sw) => sw.get(key),
             Dest::Dir(d) => std::fs::read(d.join(key)).ok(),
         }
     }
@@ -28,6 +30,7 @@ impl Dest<'_> {
     pub fn keys(&self) -> Vec<String> {
         match self {
             Dest::S3(s3) => s3.keys(),
+            Dest::Swift(sw) => sw.keys(),
             Dest::Dir(d) => files_under(d).into_keys().collect(),
         }
     }
@@ -280,9 +283,17 @@ impl Paused {
     /// Starts media-offload with `args` and waits until it reaches `point`.
     #[track_caller]
     pub fn start(args: &[&str], cwd: &Path, point: &str) -> Paused {
+        Paused::start_env(args, cwd, point, &[])
+    }
+
+    /// The same with extra environment variables.
+    #[track_caller]
+    pub fn start_env(args: &[&str], cwd: &Path, point: &str, envs: &[(&str, &str)]) -> Paused {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_string_lossy().into_owned();
-        let mut child = spawn(args, cwd, &[("MEDIA_OFFLOAD_PAUSE_AT", point), ("MEDIA_OFFLOAD_PAUSE_DIR", &d)]);
+        let mut all = vec![("MEDIA_OFFLOAD_PAUSE_AT", point), ("MEDIA_OFFLOAD_PAUSE_DIR", d.as_str())];
+        all.extend_from_slice(envs);
+        let mut child = spawn(args, cwd, &all);
         let what = format!("media-offload {} (paused at {point})", args.join(" "));
         let start = std::time::Instant::now();
         while !dir.path().join("paused").exists() {

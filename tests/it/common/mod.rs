@@ -2,7 +2,8 @@
 //!
 //! The tests drive the real `media-offload` binary (and the real Python
 //! `s3_media_upload` 1.7.0) against real services: a throwaway PostgreSQL
-//! cluster and moto_server (S3), both started by `scripts/test-services.sh`,
+//! cluster, moto_server and s3s-fs (S3) and a single-node Swift, all started
+//! by `scripts/test-services.sh`,
 //! which writes the `MO_TEST_*` variables this harness reads.
 //! `scripts/test.sh` does all of that and runs `cargo test`.
 //!
@@ -20,6 +21,7 @@ pub mod run;
 pub mod s3;
 pub mod ssec_proxy;
 pub mod store;
+pub mod swift;
 pub mod synapse_schema;
 pub mod yaml;
 
@@ -32,6 +34,7 @@ pub use run::*;
 pub use s3::*;
 pub use ssec_proxy::*;
 pub use store::*;
+pub use swift::*;
 pub use yaml::*;
 
 use std::sync::atomic::{AtomicU64, Ordering};

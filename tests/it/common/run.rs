@@ -150,7 +150,12 @@ pub fn command(program: &Path, args: &[&str], cwd: &Path, envs: &[(&str, &str)])
     let mut cmd = Command::new(program);
     cmd.args(args).current_dir(cwd);
     for (k, _) in std::env::vars() {
-        if k.starts_with("MEDIA_OFFLOAD_") || (k.starts_with("AWS_") && k != "AWS_DEFAULT_REGION") {
+        // Nor a user's Swift or OpenStack login (ST_*, OS_*).
+        if k.starts_with("MEDIA_OFFLOAD_")
+            || (k.starts_with("AWS_") && k != "AWS_DEFAULT_REGION")
+            || k.starts_with("ST_")
+            || k.starts_with("OS_")
+        {
             cmd.env_remove(&k);
         }
     }
@@ -161,6 +166,8 @@ pub fn command(program: &Path, args: &[&str], cwd: &Path, envs: &[(&str, &str)])
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        // A user's ~/.config/openstack/clouds.yaml stays out of it too.
+        .env("XDG_CONFIG_HOME", "/nonexistent/xdg-config")
         .env("RUST_BACKTRACE", "1")
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
@@ -212,6 +219,12 @@ pub fn wait_output(mut child: Child, what: String) -> Out {
 pub fn run(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> Out {
     let child = command(Path::new(bin()), args, cwd, envs).spawn().expect("spawning media-offload");
     wait_output(child, format!("media-offload {}", args.join(" ")))
+}
+
+/// Runs `program` (media-offload under another name) with `args` in `cwd`.
+pub fn run_program(program: &str, args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> Out {
+    let child = command(Path::new(program), args, cwd, envs).spawn().expect("spawning media-offload");
+    wait_output(child, format!("{program} {}", args.join(" ")))
 }
 
 /// Starts media-offload without waiting for it.
