@@ -7,7 +7,7 @@
 //! directory descriptors; read it once (small files into memory) for its
 //! MD5s; HEAD the key. No object: upload, and take the proof the answers
 //! give (ETag, part ETags, the store's Content-MD5 check) or read it back.
-//! An object: prove it identical ([`store::compare_existing`]), or, if it
+//! An object: prove it identical ([`ObjectStore::compare`]), or, if it
 //! differs, never overwrite it blindly ([`Conflicts`]). Delete only with a
 //! proof, from the same descriptor, if the name still refers to the same,
 //! unchanged file.
@@ -68,6 +68,10 @@ pub struct Options {
     pub overwrite_mismatched: bool,
     pub allow_archive_storage_class: bool,
     pub dry_run: bool,
+    /// `bucket` is a Swift container.
+    pub swift: bool,
+    pub swift_cloud: Option<String>,
+    pub swift_segment_size: Option<u64>,
 }
 
 /// How the upload phase runs (shared by `upload` and `migrate`).
@@ -313,6 +317,9 @@ impl Totals {
 /// The store settings an `upload` command line gives (credentials from
 /// the AWS SDK's default chain, as boto3 takes them).
 pub fn store_settings(args: &Options) -> Result<StoreSettings> {
+    if args.swift {
+        return crate::config::swift::upload_settings(args);
+    }
     Ok(StoreSettings {
         bucket: args.bucket.clone(),
         endpoint_url: args.endpoint_url.clone(),
@@ -322,6 +329,7 @@ pub fn store_settings(args: &Options) -> Result<StoreSettings> {
         sse_key: sse_key(args)?.map(Secret),
         sse_algorithm: args.sse_customer_algo.clone(),
         credentials: None,
+        swift: None,
     })
 }
 
@@ -591,7 +599,7 @@ impl Worker<'_> {
                 t.archived_kept += 1;
                 return Ok(Kept::Later);
             }
-            (None, Some(info)) => match store::compare_existing(self.store, &key, &info, &data) {
+            (None, Some(info)) => match self.store.compare(&key, &info, &data) {
                 Err(e) => return self.failed(e, t),
                 Ok(Comparison::Same(proof)) => {
                     t.already_present_files += 1;
@@ -662,7 +670,7 @@ impl Worker<'_> {
         if let Some(proof) = proof {
             return Ok(Some(proof));
         }
-        match store::verify_read_back(self.store, key, data) {
+        match self.store.verify_stored(key, data) {
             Ok(Comparison::Same(proof)) => Ok(Some(proof)),
             Ok(Comparison::Different(diff)) => {
                 log::error!("{key}: the stored object does not match after upload ({diff}); local file kept");

@@ -1,15 +1,19 @@
-//! Object stores behind one small trait: S3-compatible services and a
-//! local directory with the same layout.
+//! Object stores behind one small trait: S3-compatible services, OpenStack
+//! Swift, and a local directory with the same layout.
 //!
 //! A store does five things (head, put, read, list, delete) and says what
 //! its answers prove. Whether an object holds the same bytes as a local
-//! file is decided here, once, for every store ([`compare_existing`],
-//! [`verify_read_back`]): by a checksum the store itself computed (a plain
-//! MD5 ETag, a multipart ETag recomputed from the part MD5s, the store's
-//! check of our Content-MD5 on receipt) or by reading the object back.
-//! Never by size alone, and never by metadata nobody checked.
+//! file is decided behind the trait ([`ObjectStore::compare`],
+//! [`ObjectStore::verify_stored`]), by default here, once, for every store
+//! ([`compare_existing`], [`verify_read_back`]): by a checksum the store
+//! itself computed (a plain MD5 ETag, a multipart ETag recomputed from the
+//! part MD5s, the store's check of our Content-MD5 on receipt) or by
+//! reading the object back. A store whose objects need another proof (a
+//! Swift SLO: its manifest and segments) overrides them. Never by size
+//! alone, and never by metadata nobody checked.
 //!
-//! The trait is synchronous; the S3 store owns the async runtime it needs.
+//! The trait is synchronous; the S3 store owns the async runtime it needs,
+//! the Swift store speaks blocking HTTP.
 
 use std::fmt;
 use std::fs::File;
@@ -27,9 +31,11 @@ use sha2::Sha256;
 use crate::config::Secret;
 use local::LocalStore;
 use s3::{S3Store, SseCustomerKey};
+use swift::{SwiftSettings, SwiftStore};
 
 pub mod local;
 pub mod s3;
+pub mod swift;
 
 mod classes;
 pub use classes::{ARCHIVE_CLASSES, STORAGE_CLASSES};
@@ -187,6 +193,40 @@ pub trait ObjectStore: Send + Sync {
     fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError>;
     /// Delete the object at `key`; an absent object is not an error.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Delete every object of `keys` (absent ones are not an error), in as
+    /// few requests as the store allows; returns the keys that failed.
+    /// Default: one delete each.
+    fn delete_many(&self, keys: &[&str]) -> Vec<(String, StoreError)> {
+        delete_each(self, keys)
+    }
+    /// Does the existing object at `key` (as `head` described it in `info`)
+    /// hold exactly `data`? Default: [`compare_existing`].
+    fn compare(&self, key: &str, info: &ObjectInfo, data: &LocalData) -> Result<Comparison, StoreError> {
+        compare_existing(self, key, info, data)
+    }
+    /// After a `put` whose answers proved nothing: does the object hold
+    /// `data`? Default: read it back ([`verify_read_back`]).
+    fn verify_stored(&self, key: &str, data: &LocalData) -> Result<Comparison, StoreError> {
+        verify_read_back(self, key, data)
+    }
+}
+
+/// [`ObjectStore::delete_many`] one key at a time. A systematic failure
+/// (refused credentials, unreachable store) stops it: every further key
+/// would fail the same way, and is reported with it.
+pub fn delete_each(store: &(impl ObjectStore + ?Sized), keys: &[&str]) -> Vec<(String, StoreError)> {
+    let mut failed = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if let Err(e) = store.delete(key) {
+            let stop = e.kind.is_systematic();
+            failed.push(((*key).to_owned(), e.clone()));
+            if stop {
+                failed.extend(keys[i + 1..].iter().map(|k| ((*k).to_owned(), e.clone())));
+                break;
+            }
+        }
+    }
+    failed
 }
 
 /// What a conditional PUT did.
@@ -229,6 +269,8 @@ pub struct StoreSettings {
     pub sse_key: Option<Secret>,
     pub sse_algorithm: String,
     pub credentials: Option<Credentials>,
+    /// Set: `bucket` is a Swift container, reached with these settings.
+    pub swift: Option<SwiftSettings>,
 }
 
 /// Where a BUCKET setting points.
@@ -267,6 +309,12 @@ pub fn parse_target(bucket: &str) -> anyhow::Result<Target<'_>> {
 /// Open the store the settings name; `media_store` is the local media
 /// store, which a directory store must not be.
 pub fn open(settings: &StoreSettings, media_store: &Path) -> anyhow::Result<Box<dyn ObjectStore>> {
+    if let Some(swift) = &settings.swift {
+        if settings.endpoint_url.is_some() || settings.sse_key.is_some() {
+            bail!("an endpoint URL and an SSE-C key are for S3; {:?} is a Swift container", settings.bucket);
+        }
+        return Ok(Box::new(SwiftStore::new(swift, &settings.bucket)?));
+    }
     if let Target::Directory(dir) = parse_target(&settings.bucket)? {
         if settings.endpoint_url.is_some() {
             bail!("an endpoint URL is for S3; {:?} is a local directory store", settings.bucket);
@@ -509,7 +557,7 @@ pub struct ReadBack {
 }
 
 /// Read the object back, hashing it (MD5 and SHA-256). `None` if it is gone.
-pub fn read_back(store: &dyn ObjectStore, key: &str) -> Result<Option<ReadBack>, StoreError> {
+pub fn read_back(store: &(impl ObjectStore + ?Sized), key: &str) -> Result<Option<ReadBack>, StoreError> {
     let (mut md5, mut sha, mut size) = (Md5::new(), Sha256::new(), 0u64);
     let found = store.read(key, &mut |chunk| {
         md5.update(chunk);
@@ -524,7 +572,7 @@ pub fn read_back(store: &dyn ObjectStore, key: &str) -> Result<Option<ReadBack>,
 /// Decided by its ETag where that is a checksum of the content, else by
 /// recomputing a multipart ETag from the file, else by reading it back.
 pub fn compare_existing(
-    store: &dyn ObjectStore,
+    store: &(impl ObjectStore + ?Sized),
     key: &str,
     info: &ObjectInfo,
     data: &LocalData,
@@ -564,7 +612,11 @@ pub fn compare_existing(
 }
 
 /// Read the object back and compare it with `data`.
-pub fn verify_read_back(store: &dyn ObjectStore, key: &str, data: &LocalData) -> Result<Comparison, StoreError> {
+pub fn verify_read_back(
+    store: &(impl ObjectStore + ?Sized),
+    key: &str,
+    data: &LocalData,
+) -> Result<Comparison, StoreError> {
     let d = &data.digest;
     match read_back(store, key)? {
         None => Err(StoreError::new(ErrorKind::NotFound, format!("{key}: the object vanished while being checked"))),

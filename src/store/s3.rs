@@ -47,6 +47,8 @@ const PART_CONCURRENCY: usize = 4;
 /// User metadata key holding the content MD5 (`x-amz-meta-md5`), written
 /// for people and other tools; never taken as proof of anything.
 pub const MD5_METADATA: &str = "md5";
+/// Keys per DeleteObjects request (S3's maximum).
+const DELETE_BATCH: usize = 1000;
 /// Bytes read from a file per body chunk.
 const CHUNK: usize = 256 * 1024;
 
@@ -870,6 +872,65 @@ impl ObjectStore for S3Store {
                 SdkError::ServiceError(ref se) if se.raw().status().as_u16() == 404 => Ok(()),
                 e => Err(sdk_error("DELETE", key, e)),
             })
+    }
+
+    /// DeleteObjects, 1,000 keys a request (S3's limit), with the
+    /// Content-MD5 that call requires (the SDK sends only its own
+    /// checksums, which not every S3-compatible server accepts).
+    fn delete_many(&self, keys: &[&str]) -> Vec<(String, StoreError)> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let mut failed = Vec::new();
+        for (n, chunk) in keys.chunks(DELETE_BATCH).enumerate() {
+            let objects: Result<Vec<_>, _> =
+                chunk.iter().map(|k| ObjectIdentifier::builder().key(*k).build()).collect();
+            let delete = objects.and_then(|o| Delete::builder().set_objects(Some(o)).quiet(true).build());
+            let delete = match delete {
+                Ok(d) => d,
+                Err(e) => {
+                    let e = StoreError::new(ErrorKind::Invalid, format!("DeleteObjects: {e}"));
+                    failed.extend(chunk.iter().map(|k| ((*k).to_owned(), e.clone())));
+                    continue;
+                }
+            };
+            let request = self.client.delete_objects().bucket(&self.settings.bucket).delete(delete);
+            let result = self.runtime.block_on(
+                request
+                    .customize()
+                    .mutate_request(|req| {
+                        if let Some(body) = req.body().bytes() {
+                            let md5 = B64.encode(Md5::digest(body));
+                            req.headers_mut().insert("Content-MD5", md5);
+                        }
+                    })
+                    .send(),
+            );
+            match result {
+                Ok(out) => {
+                    for e in out.errors() {
+                        let kind = match e.code() {
+                            Some("AccessDenied") => ErrorKind::Denied,
+                            Some("SlowDown") => ErrorKind::Throttled,
+                            Some("InternalError") => ErrorKind::Transient,
+                            _ => ErrorKind::Invalid,
+                        };
+                        let key = e.key().unwrap_or_default().to_owned();
+                        let text = format!("DELETE {key}: {}", e.message().or(e.code()).unwrap_or("refused"));
+                        failed.push((key, StoreError::new(kind, text)));
+                    }
+                }
+                Err(e) => {
+                    let e = sdk_error("DeleteObjects", &format!("({} keys)", chunk.len()), e);
+                    let stop = e.kind.is_systematic();
+                    failed.extend(chunk.iter().map(|k| ((*k).to_owned(), e.clone())));
+                    if stop {
+                        let rest = keys.get((n + 1) * DELETE_BATCH..).unwrap_or_default();
+                        failed.extend(rest.iter().map(|k| ((*k).to_owned(), e.clone())));
+                        break;
+                    }
+                }
+            }
+        }
+        failed
     }
 
     fn part_size(&self, size: u64) -> Option<u64> {
