@@ -19,7 +19,7 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(media_offload::cli::argv());
     let bars = !cli.no_progress && std::io::stderr().is_terminal();
     report::init(cli.verbose, cli.quiet, bars);
     let lock = if cli.wait { LockMode::Wait } else { LockMode::Fail };

@@ -145,8 +145,12 @@ pub struct UploadArgs {
     /// (e.g. /srv/archive, file:///srv/archive) is a local directory with the
     /// media store's layout instead; any other value with a / or a scheme
     /// (s3://bucket, bucket/prefix) is refused: give the name alone, and
-    /// --prefix and --endpoint-url.
+    /// --prefix and --endpoint-url. With --swift, a Swift container.
+    #[arg(value_name = "BUCKET|CONTAINER")]
     pub bucket: String,
+
+    #[command(flatten)]
+    pub swift: SwiftArgs,
 
     /// Prefix of the object keys (prepended as-is, like the storage provider does).
     #[arg(long, default_value = "")]
@@ -205,6 +209,26 @@ pub struct UploadArgs {
     pub dry_run: bool,
 }
 
+/// OpenStack Swift instead of S3. Credentials as python-swiftclient takes
+/// them (ST_AUTH, ST_USER, ST_KEY) or from clouds.yaml (see docs/operations.md).
+#[derive(Debug, Args, Default, Clone)]
+pub struct SwiftArgs {
+    /// The store is an OpenStack Swift container, not an S3 bucket.
+    #[arg(long)]
+    pub swift: bool,
+
+    /// Log in to Swift as this cloud of clouds.yaml says (implies --swift)
+    /// [default: OS_CLOUD, else ST_AUTH/ST_USER/ST_KEY].
+    #[arg(long, value_name = "NAME")]
+    pub swift_cloud: Option<String>,
+
+    /// Upload files larger than this as Swift Static Large Objects in
+    /// segments of this size: bytes, or e.g. 100M, 1GiB [default: only
+    /// above the cluster's maximum object size].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub swift_segment_size: Option<u64>,
+}
+
 /// Where the homeserver, its media and the object store are. Unset values
 /// come from the environment (MEDIA_OFFLOAD_<NAME>), the --config file, and
 /// homeserver.yaml (media_store_path and the S3 storage provider's config),
@@ -224,9 +248,12 @@ pub struct StoreLocation {
     pub media_store_path: Option<PathBuf>,
 
     /// The S3 bucket's name, or a local directory store (/path, ./path,
-    /// ../path or file:///path).
-    #[arg(long)]
+    /// ../path or file:///path); with --swift, the Swift container.
+    #[arg(long, visible_alias = "container")]
     pub bucket: Option<String>,
+
+    #[command(flatten)]
+    pub swift: SwiftArgs,
 
     /// S3 endpoint URL, with http:// or https:// (path-style addressing is used with it).
     #[arg(long, value_name = "URL")]
@@ -405,6 +432,8 @@ mod tests {
             &["x", "purge", "--remote-older-than", "30d", "--local-older-than", "1y", "--size-gt", "1000"],
             &["x", "purge", "--local-older-than", "1y", "--size-gt", "10M"],
             &["x", "check", "--fix", "--grace-period", "2h", "--json"],
+            &["x", "upload", "/media", "container", "--delete", "--swift", "--swift-cloud", "c"],
+            &["x", "check", "--swift", "--container", "media", "--swift-segment-size", "1G"],
         ];
         for line in lines {
             Cli::try_parse_from(*line).unwrap_or_else(|e| panic!("{line:?}: {e}"));

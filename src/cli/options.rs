@@ -29,6 +29,9 @@ impl UploadArgs {
             overwrite_mismatched: self.overwrite_mismatched,
             allow_archive_storage_class: self.allow_archive_storage_class,
             dry_run: self.dry_run,
+            swift: self.swift.swift || self.swift.swift_cloud.is_some(),
+            swift_cloud: self.swift.swift_cloud.clone(),
+            swift_segment_size: self.swift.swift_segment_size,
         }
     }
 }
@@ -46,6 +49,9 @@ impl StoreLocation {
             sse_customer_key_file: upload.and_then(|u| u.sse_customer_key_file.clone()),
             sse_customer_algo: upload.and_then(|u| u.sse_customer_algo.clone()),
             concurrency,
+            swift: self.swift.swift,
+            swift_cloud: self.swift.swift_cloud.clone(),
+            swift_segment_size: self.swift.swift_segment_size,
         }
     }
 }

@@ -13,6 +13,9 @@
 //! concurrency: 8
 //! settle_time: 10min              # files modified more recently are left alone
 //! bucket: synapse-media           # overrides homeserver.yaml
+//! # swift: true                   # the bucket is a Swift container
+//! # swift_cloud: mycloud          # of clouds.yaml (else ST_AUTH / OS_CLOUD)
+//! # swift_segment_size: 1GiB      # larger files go up as SLOs
 //! purge:
 //!   remote_older_than: 30d
 //!   local_older_than: 2y
@@ -28,7 +31,8 @@ use serde::Deserialize;
 
 /// Keys that hold secrets: refused in this file, with a pointer to where
 /// they belong.
-const SECRET_KEYS: &[&str] = &["access_key_id", "secret_access_key", "session_token", "sse_customer_key"];
+const SECRET_KEYS: &[&str] =
+    &["access_key_id", "secret_access_key", "session_token", "sse_customer_key", "swift_key", "password"];
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +50,17 @@ pub struct FileConfig {
     pub prefix: Option<String>,
     pub storage_class: Option<String>,
     pub sse_customer_algo: Option<String>,
+    /// The bucket is a Swift container (implied by the other swift_ keys,
+    /// and by a Swift provider in homeserver.yaml without an S3 one).
+    pub swift: Option<bool>,
+    /// A cloud of clouds.yaml to log in to Swift with.
+    pub swift_cloud: Option<String>,
+    /// TempAuth without clouds.yaml (the key: MEDIA_OFFLOAD_SWIFT_KEY or
+    /// the systemd credential swift_key).
+    pub swift_auth_url: Option<String>,
+    pub swift_user: Option<String>,
+    /// Files larger than this go up as Swift SLOs (bytes, or 1GiB, 500M).
+    pub swift_segment_size: Option<String>,
     /// `migrate`: leave files modified less than this long ago.
     pub settle_time: Option<String>,
     /// `migrate`: allow GLACIER / DEEP_ARCHIVE although Synapse cannot read

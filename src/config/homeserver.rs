@@ -2,7 +2,8 @@
 //! paths, folders of `*.yaml` files, merged in Synapse's order), and what
 //! it says about media: where the media store is, the server's name, the
 //! `media_retention` policy, and the settings of the
-//! `s3_storage_provider.S3StorageProviderBackend` entry in
+//! `s3_storage_provider.S3StorageProviderBackend` and
+//! `swift_storage_provider.SwiftStorageProviderBackend` entries in
 //! `media_storage_providers`, so `migrate`, `purge` and `check` need no
 //! second copy of them.
 
@@ -131,6 +132,12 @@ fn find_config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// The module path Synapse loads the S3 provider by.
 pub const S3_PROVIDER_MODULE: &str = "s3_storage_provider.S3StorageProviderBackend";
 
+/// The module path Synapse loads the Swift provider by.
+pub const SWIFT_PROVIDER_MODULE: &str = "swift_storage_provider.SwiftStorageProviderBackend";
+
+/// Keys of the Swift provider's `config` section that media-offload uses.
+pub const SWIFT_PROVIDER_KEYS: &[&str] = &["container", "cloud", "region_name"];
+
 /// Keys of the provider's `config` section that media-offload uses.
 pub const PROVIDER_KEYS: &[&str] = &[
     "bucket",
@@ -160,6 +167,8 @@ pub struct HomeserverMedia {
     /// The S3 provider's settings by key, and the YAML path of its entry
     /// (`media_storage_providers[1].config`).
     pub s3_provider: Option<(BTreeMap<String, String>, String)>,
+    /// The same for the Swift provider.
+    pub swift_provider: Option<(BTreeMap<String, String>, String)>,
 }
 
 impl HomeserverMedia {
@@ -208,7 +217,9 @@ impl HomeserverMedia {
             out.local_media_lifetime = lifetime("local_media_lifetime")?;
             out.remote_media_lifetime = lifetime("remote_media_lifetime")?;
         }
-        out.s3_provider = s3_provider(map.get("media_storage_providers").copied(), &out.providers_source)?;
+        let providers = map.get("media_storage_providers").copied();
+        out.s3_provider = provider(providers, &out.providers_source, S3_PROVIDER_MODULE, PROVIDER_KEYS)?;
+        out.swift_provider = provider(providers, &out.providers_source, SWIFT_PROVIDER_MODULE, SWIFT_PROVIDER_KEYS)?;
         Ok(out)
     }
 
@@ -217,9 +228,17 @@ impl HomeserverMedia {
         let (settings, path) = self.s3_provider.as_ref()?;
         settings.get(key).map(|v| (v.clone(), format!("{}: {path}.{key}", self.providers_source)))
     }
+
+    /// A Swift provider setting by key, with the YAML path it came from.
+    pub fn swift_setting(&self, key: &str) -> Option<(String, String)> {
+        let (settings, path) = self.swift_provider.as_ref()?;
+        settings.get(key).map(|v| (v.clone(), format!("{}: {path}.{key}", self.providers_source)))
+    }
 }
 
-fn s3_provider(list: Option<&Value>, origin: &str) -> Result<Option<(BTreeMap<String, String>, String)>> {
+type Provider = Option<(BTreeMap<String, String>, String)>;
+
+fn provider(list: Option<&Value>, origin: &str, module_path: &str, keys: &[&str]) -> Result<Provider> {
     let Some(list) = list.filter(|v| !v.is_null()) else { return Ok(None) };
     let Value::Sequence(entries) = list else {
         bail!("{origin}: media_storage_providers: expected a list, found {}", kind_of(list));
@@ -229,11 +248,11 @@ fn s3_provider(list: Option<&Value>, origin: &str) -> Result<Option<(BTreeMap<St
         let field = format!("media_storage_providers[{i}]");
         let entry = as_mapping(entry, &format!("{origin}: {field}"))?;
         let module = entry.get("module").and_then(|m| m.as_str()).unwrap_or_default();
-        if module != S3_PROVIDER_MODULE {
+        if module != module_path {
             continue;
         }
         if found.is_some() {
-            log::warn!("{origin}: more than one {S3_PROVIDER_MODULE} entry; using the first");
+            log::warn!("{origin}: more than one {module_path} entry; using the first");
             break;
         }
         let path = format!("{field}.config");
@@ -242,7 +261,7 @@ fn s3_provider(list: Option<&Value>, origin: &str) -> Result<Option<(BTreeMap<St
             Some(c) => as_mapping(c, &format!("{origin}: {path}"))?,
         };
         let mut settings = BTreeMap::new();
-        for key in PROVIDER_KEYS {
+        for key in keys {
             match config.get(*key) {
                 None | Some(Value::Null) => {}
                 Some(v) => {
@@ -293,6 +312,19 @@ media_storage_providers:
         assert_eq!(from, "hs.yaml: media_storage_providers[1].config.bucket");
         assert_eq!(hs.provider_setting("secret_access_key").unwrap().0, "s/e:c@r%et");
         assert_eq!(hs.provider_setting("session_token"), None);
+    }
+
+    #[test]
+    fn reads_the_swift_provider() {
+        let doc: Value = serde_yaml_ng::from_str(
+            "media_storage_providers:\n- module: swift_storage_provider.SwiftStorageProviderBackend\n  store_local: true\n  config:\n    cloud: mycloud\n    container: media\n    region_name: RegionOne\n    threadpool_size: 20\n",
+        )
+        .unwrap();
+        let hs = HomeserverMedia::from_yaml(&doc, "hs.yaml").unwrap();
+        assert!(hs.s3_provider.is_none());
+        assert_eq!(hs.swift_setting("container").unwrap().0, "media");
+        assert_eq!(hs.swift_setting("cloud").unwrap().1, "hs.yaml: media_storage_providers[0].config.cloud");
+        assert_eq!(hs.swift_setting("region_name").unwrap().0, "RegionOne");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod database;
 pub mod file;
 pub mod homeserver;
 pub mod settings;
+pub mod swift;
 
 pub use database::*;
 

@@ -70,6 +70,10 @@ pub struct StoreOptions {
     pub sse_customer_key_file: Option<PathBuf>,
     pub sse_customer_algo: Option<String>,
     pub concurrency: Option<u16>,
+    /// The bucket is a Swift container.
+    pub swift: bool,
+    pub swift_cloud: Option<String>,
+    pub swift_segment_size: Option<u64>,
 }
 
 /// Everything a run needs to find the homeserver, its media and the store.
@@ -205,6 +209,16 @@ impl Settings {
             },
         };
 
+        if let Some(swift) = Self::swift(&r, flags, cfg)? {
+            return Ok(Self {
+                homeserver_config_paths: config.files.clone(),
+                homeserver,
+                database,
+                media_store_path,
+                store: swift,
+                concurrency,
+            });
+        }
         let store = match r.pick("bucket", flags.bucket.clone(), cfg.bucket.clone(), Some("bucket")) {
             None => {
                 log::debug!("no bucket configured: no object store");
@@ -287,7 +301,66 @@ impl Settings {
             sse_key,
             sse_algorithm: algorithm,
             credentials,
+            swift: None,
         })
+    }
+
+    /// A Swift container, if the settings ask for Swift: a flag, the config
+    /// file's swift keys, or a Swift provider in homeserver.yaml (and no S3
+    /// one). `Ok(None)`: not Swift.
+    fn swift(r: &Resolver<'_>, flags: &StoreOptions, cfg: &FileConfig) -> Result<Option<Option<StoreSettings>>> {
+        let hs_swift = r.hs.swift_provider.is_some() && r.hs.s3_provider.is_none();
+        let asked = flags.swift
+            || flags.swift_cloud.is_some()
+            || cfg.swift == Some(true)
+            || cfg.swift_cloud.is_some()
+            || env("MEDIA_OFFLOAD_SWIFT").is_some_and(|v| v == "1" || v == "true");
+        if cfg.swift == Some(false) || !(asked || hs_swift) {
+            return Ok(None);
+        }
+        let container = r
+            .file
+            .setting("bucket", flags.bucket.clone(), cfg.bucket.clone())
+            .or_else(|| r.hs.swift_setting("container"));
+        let Some((container, source)) = container else {
+            log::debug!("Swift, but no container configured: no object store");
+            return Ok(Some(None));
+        };
+        log::info!("object store: Swift container {container} (from {source})");
+        let prefix = r.pick("prefix", flags.prefix.clone(), cfg.prefix.clone(), None);
+        if let Some((value, source)) = &prefix {
+            log::info!("object store prefix: {value} (from {source})");
+        }
+        let cloud = r
+            .file
+            .setting("swift_cloud", flags.swift_cloud.clone(), cfg.swift_cloud.clone())
+            .or_else(|| r.hs.swift_setting("cloud"))
+            .or_else(|| env("OS_CLOUD").map(|c| (c, "environment OS_CLOUD".to_owned())));
+        let segment_size = match (flags.swift_segment_size, &cfg.swift_segment_size) {
+            (Some(n), _) => Some(n),
+            (None, Some(text)) => Some(
+                crate::size::parse_size(text).map_err(|e| anyhow!("{}: {e}", r.file.source("swift_segment_size")))?,
+            ),
+            (None, None) => None,
+        };
+        let file_auth = super::swift::FileAuth {
+            auth_url: cfg.swift_auth_url.clone(),
+            user: cfg.swift_user.clone(),
+            key: r.secret("swift_key", super::swift::SWIFT_KEY_ENV)?.map(|(s, _)| s),
+        };
+        let (auth, auth_source) = super::swift::resolve_auth(cloud, &file_auth)?;
+        log::info!("Swift credentials: from {auth_source}");
+        Ok(Some(Some(StoreSettings {
+            bucket: container,
+            endpoint_url: None,
+            region: None,
+            storage_class: "STANDARD".to_owned(),
+            prefix: prefix.map(|(v, _)| v).unwrap_or_default(),
+            sse_key: None,
+            sse_algorithm: "AES256".to_owned(),
+            credentials: None,
+            swift: Some(crate::store::swift::SwiftSettings { auth, segment_size, source: auth_source }),
+        })))
     }
 }
 
