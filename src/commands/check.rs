@@ -97,6 +97,9 @@ struct Report {
     damaged_files: Finding,
     /// Keys under the prefix that are not Synapse's layout.
     not_media_objects: Finding,
+    /// Objects the old swift_media_upload named by their absolute local
+    /// path: Synapse's Swift provider looks for the relative path.
+    absolute_named_objects: Finding,
     /// cache.db rows of media the database no longer has (a purge killed
     /// between its database commit and its cache.db update).
     stale_cache_rows: Finding,
@@ -477,6 +480,10 @@ fn find_unknown_objects(
         r.objects += 1;
         let size = size.max(0) as u64;
         let Some(stored) = key.strip_prefix(prefix).and_then(StoredFile::parse) else {
+            if let Some(relative) = store::swift::absolute_named(&key) {
+                r.absolute_named_objects.add(format!("{key} (should be {prefix}{relative})"), size, keep);
+                continue;
+            }
             r.not_media_objects.add(key, size, keep);
             continue;
         };
@@ -627,6 +634,14 @@ impl report::Summary for Summary<'_> {
         if r.stale_cache_rows.count > 0 {
             section("7. cache.db rows of media that no longer exist", &r.stale_cache_rows, true);
         }
+        if r.absolute_named_objects.count > 0 {
+            section(
+                "Objects named by their absolute local path (the old swift_media_upload), which Synapse cannot find",
+                &r.absolute_named_objects,
+                false,
+            );
+            lines.push(store::swift::ABSOLUTE_NAMES_FIX.to_owned());
+        }
         if !self.has_store {
             lines.push("5. Objects no row knows: not checked (no object store configured)".to_owned());
         }
@@ -660,6 +675,7 @@ impl report::Summary for Summary<'_> {
                "unknown_objects": r.unknown_objects.json(), "not_media_files": r.not_media_files.json(),
                "not_media_objects": r.not_media_objects.json(), "stale_cache_rows": r.stale_cache_rows.json(),
                "damaged_files": r.damaged_files.json(), "young": r.young,
+               "absolute_named_objects": r.absolute_named_objects.json(),
                "fix_refused": r.fix_refused, "fix_failed": r.fix_failed})
     }
 
