@@ -27,5 +27,6 @@ mod reporting;
 mod safety;
 mod selection;
 mod store_failures;
+mod swift;
 mod symlinks;
 mod upload;
