@@ -9,7 +9,9 @@
 #     tests about runs as root,
 #   * a single-node OpenStack Swift from Debian's packages (proxy, account,
 #     container and object servers, memcached) with TempAuth: two proxies
-#     on the same rings, one whose tokens live for a few seconds.
+#     on the same rings, one whose tokens live for a few seconds; and
+#     Keystone v3 (Debian's keystone on SQLite) with a third proxy that
+#     takes its tokens.
 # Writes target/test-services/env, to be sourced before `cargo test`.
 #
 # Usage: scripts/test-services.sh [start|stop|env-path]
@@ -72,6 +74,8 @@ PY
     command -v swift-container-server >/dev/null 2>&1 || need+=(swift-container)
     command -v swift-object-server >/dev/null 2>&1 || need+=(swift-object)
     command -v memcached >/dev/null 2>&1 || need+=(memcached)
+    command -v keystone-manage >/dev/null 2>&1 || need+=(keystone)
+    [ -d /usr/lib/python3/dist-packages/keystonemiddleware ] || need+=(python3-keystonemiddleware)
     if [ "${#need[@]}" -gt 0 ]; then
         [ "$(id -u)" = 0 ] || die "need root to install: ${need[*]}"
         log "installing Debian packages: ${need[*]}"
@@ -119,7 +123,8 @@ install_test_owner() {
 # ------------------------------------------------------------------ state ---
 load_state() {
     PG_TMP="" PG_PORT="" MOTO_PORT="" MOTO_PID="" PG_BIN="" S3S_PORT="" S3S_PID="" S3S_ROOT=""
-    SWIFT_TMP="" SWIFT_PORT="" SWIFT_SHORT_PORT="" SWIFT_PIDS=""
+    SWIFT_TMP="" SWIFT_PORT="" SWIFT_SHORT_PORT="" SWIFT_PIDS="" KS_PORT="" SWIFT_KS_PORT=""
+    KS_APP_ID="" KS_APP_SECRET="" KS_PROJECT_ID=""
     # shellcheck disable=SC1090
     [ -f "$STATE_FILE" ] && . "$STATE_FILE"
     return 0
@@ -302,6 +307,7 @@ start_swift() {
         || die "$tmp has no user xattrs, which Swift's object server needs"
     for server in account container object memcached proxy short; do ports+=("$(free_port)"); done
     local account_port=${ports[0]} container_port=${ports[1]} object_port=${ports[2]} memcached_port=${ports[3]}
+    SWIFT_MEMCACHED="127.0.0.1:$memcached_port"
     SWIFT_PORT=${ports[4]}
     SWIFT_SHORT_PORT=${ports[5]}
     cat >"$tmp/swift.conf" <<CONF
@@ -406,6 +412,123 @@ CONF
     die "Swift did not come up"
 }
 
+# Keystone v3 from Debian's package on SQLite (keystone-wsgi-public's own
+# test server), with a project, a user, an application credential, and an
+# object-store endpoint: a third Swift proxy that takes Keystone tokens.
+KS_PASS='mo-test-keystone-pass'
+start_keystone() {
+    local started tmp
+    started=$(date +%s)
+    tmp="$SWIFT_TMP/keystone"
+    mkdir -p "$tmp/fernet" "$tmp/credential"
+    KS_PORT="$(free_port)"
+    SWIFT_KS_PORT="$(free_port)"
+    cat >"$tmp/keystone.conf" <<CONF
+[DEFAULT]
+log_file = $tmp/keystone.log
+[database]
+connection = sqlite:///$tmp/keystone.db
+[token]
+provider = fernet
+[fernet_tokens]
+key_repository = $tmp/fernet
+[fernet_receipts]
+key_repository = $tmp/fernet
+[credential]
+key_repository = $tmp/credential
+CONF
+    log "setting up Keystone (SQLite) in $tmp"
+    local manage=(keystone-manage --config-file "$tmp/keystone.conf")
+    { "${manage[@]}" db_sync \
+        && "${manage[@]}" fernet_setup --keystone-user "$(id -un)" --keystone-group "$(id -gn)" \
+        && "${manage[@]}" credential_setup --keystone-user "$(id -un)" --keystone-group "$(id -gn)" \
+        && "${manage[@]}" bootstrap --bootstrap-password "$KS_PASS" --bootstrap-region-id RegionOne \
+            --bootstrap-public-url "http://127.0.0.1:$KS_PORT/v3/" \
+            --bootstrap-internal-url "http://127.0.0.1:$KS_PORT/v3/"; } >"$tmp/setup.log" 2>&1 \
+        || { tail -n 20 "$tmp/setup.log" >&2; die "keystone-manage failed"; }
+    OS_KEYSTONE_CONFIG_FILES="$tmp/keystone.conf" setsid keystone-wsgi-public --host 127.0.0.1 --port "$KS_PORT" \
+        </dev/null >"$tmp/server.log" 2>&1 &
+    SWIFT_PIDS="$SWIFT_PIDS $!"
+    # The project, user, role, application credential and endpoint.
+    /usr/bin/python3 - "$KS_PORT" "$KS_PASS" "$SWIFT_KS_PORT" >"$tmp/ids" 2>"$tmp/provision.log" <<'PY' \
+        || { cat "$tmp/provision.log" >&2; die "could not provision Keystone"; }
+import json, sys, time, urllib.error, urllib.request
+port, password, swift_port = sys.argv[1], sys.argv[2], sys.argv[3]
+base = "http://127.0.0.1:%s/v3" % port
+def call(method, path, body=None, token=None):
+    req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body else None)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("X-Auth-Token", token)
+    for attempt in range(30):
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.headers, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            # SQLite under load: "database is locked" comes back as a 500.
+            if e.code != 500 or attempt == 29:
+                raise
+            time.sleep(0.5)
+def login(user, pw, project):
+    auth = {"identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"id": "default"}, "password": pw}}},
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}
+    return call("POST", "/auth/tokens", {"auth": auth})[0]["X-Subject-Token"]
+for _ in range(600):
+    try:
+        admin = login("admin", password, "admin")
+        break
+    except Exception:
+        time.sleep(0.2)
+else:
+    sys.exit("Keystone did not come up")
+project = call("POST", "/projects", {"project": {"name": "media", "domain_id": "default"}}, admin)[1]["project"]["id"]
+user = call("POST", "/users", {"user": {"name": "mo-user", "password": "mo-user-pass", "domain_id": "default"}}, admin)[1]["user"]["id"]
+roles = call("GET", "/roles?name=member", None, admin)[1]["roles"]
+call("PUT", "/projects/%s/users/%s/roles/%s" % (project, user, roles[0]["id"]), None, admin)
+service = call("POST", "/services", {"service": {"type": "object-store", "name": "swift"}}, admin)[1]["service"]["id"]
+for interface in ("public", "internal"):
+    call("POST", "/endpoints", {"endpoint": {"service_id": service, "interface": interface, "region_id": "RegionOne",
+         "url": "http://127.0.0.1:%s/v1/AUTH_%%(tenant_id)s" % swift_port}}, admin)
+mine = login("mo-user", "mo-user-pass", "media")
+cred = call("POST", "/users/%s/application_credentials" % user, {"application_credential": {"name": "mo-test"}}, mine)[1]
+print(cred["application_credential"]["id"], cred["application_credential"]["secret"], project)
+PY
+    read -r KS_APP_ID KS_APP_SECRET KS_PROJECT_ID <"$tmp/ids"
+    sed -e "s/^bind_port = .*/bind_port = $SWIFT_KS_PORT/" -e "s/^log_name = .*/log_name = keystone-proxy-server/" \
+        -e "s/ tempauth / authtoken keystoneauth /" -e '/^\[filter:tempauth\]/,/^$/d' \
+        "$SWIFT_TMP/proxy-server.conf" >"$SWIFT_TMP/keystone-proxy-server.conf"
+    cat >>"$SWIFT_TMP/keystone-proxy-server.conf" <<CONF
+
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = http://127.0.0.1:$KS_PORT
+auth_url = http://127.0.0.1:$KS_PORT
+auth_type = password
+project_domain_id = default
+user_domain_id = default
+project_name = admin
+username = admin
+password = $KS_PASS
+delay_auth_decision = True
+memcached_servers = $SWIFT_MEMCACHED
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
+CONF
+    setsid swift-proxy-server "$SWIFT_TMP/keystone-proxy-server.conf" </dev/null >"$SWIFT_TMP/run/keystone-proxy.log" 2>&1 &
+    SWIFT_PIDS="$SWIFT_PIDS $!"
+    for _ in $(seq 1 300); do
+        if swift_answers "$SWIFT_KS_PORT"; then
+            log "Keystone and its Swift proxy are up in $(( $(date +%s) - started ))s"
+            return 0
+        fi
+        sleep 0.2
+    done
+    tail -n 20 "$SWIFT_TMP/run/keystone-proxy.log" >&2 || true
+    die "the Keystone Swift proxy did not come up"
+}
+
 write_state_and_env() {
     {
         printf 'PG_BIN=%q\n' "$PG_BIN"
@@ -420,6 +543,11 @@ write_state_and_env() {
         printf 'SWIFT_PORT=%q\n' "$SWIFT_PORT"
         printf 'SWIFT_SHORT_PORT=%q\n' "$SWIFT_SHORT_PORT"
         printf 'SWIFT_PIDS=%q\n' "$SWIFT_PIDS"
+        printf 'KS_PORT=%q\n' "$KS_PORT"
+        printf 'SWIFT_KS_PORT=%q\n' "$SWIFT_KS_PORT"
+        printf 'KS_APP_ID=%q\n' "$KS_APP_ID"
+        printf 'KS_APP_SECRET=%q\n' "$KS_APP_SECRET"
+        printf 'KS_PROJECT_ID=%q\n' "$KS_PROJECT_ID"
     } >"$STATE_FILE"
     {
         echo "# written by scripts/test-services.sh; source it before cargo test"
@@ -439,6 +567,12 @@ write_state_and_env() {
         printf 'export MO_TEST_SWIFT_SHORT_TOKEN_LIFE=%q\n' "$SWIFT_SHORT_TOKEN_LIFE"
         printf 'export MO_TEST_SWIFT_SHORT_USER=%q\n' "test:expiring"
         printf 'export MO_TEST_SWIFT_SHORT_KEY=%q\n' "expiring"
+        # Keystone v3: user mo-user (member of project media, domain
+        # default), its application credential; Swift behind it.
+        printf 'export MO_TEST_KEYSTONE_URL=%q\n' "http://127.0.0.1:$KS_PORT/v3"
+        printf 'export MO_TEST_KEYSTONE_APP_ID=%q\n' "$KS_APP_ID"
+        printf 'export MO_TEST_KEYSTONE_APP_SECRET=%q\n' "$KS_APP_SECRET"
+        printf 'export MO_TEST_KEYSTONE_PROJECT_ID=%q\n' "$KS_PROJECT_ID"
         printf 'export MO_TEST_SWIFT_USER=%q\n' "test:tester"
         printf 'export MO_TEST_SWIFT_KEY=%q\n' "testing"
         echo 'export AWS_ACCESS_KEY_ID=testing'
@@ -458,10 +592,15 @@ start_services() {
         log "reusing running services (PostgreSQL :$PG_PORT, moto :$MOTO_PORT, s3s-fs :$S3S_PORT, Swift :$SWIFT_PORT)"
     else
         stop_services
+        # A start that fails half-way still leaves a state file, so that
+        # `stop` ends what did start.
+        trap write_state_and_env EXIT
         start_postgres
         start_moto
         start_s3s
         start_swift
+        start_keystone
+        trap - EXIT
     fi
     write_state_and_env
     log "ready; environment in ${ENV_FILE#"$REPO_ROOT"/}"

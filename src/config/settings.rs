@@ -348,7 +348,12 @@ impl Settings {
             user: cfg.swift_user.clone(),
             key: r.secret("swift_key", super::swift::SWIFT_KEY_ENV)?.map(|(s, _)| s),
         };
-        let (auth, auth_source) = super::swift::resolve_auth(cloud, &file_auth)?;
+        let region = r
+            .file
+            .setting("region_name", flags.region.clone(), cfg.region_name.clone())
+            .or_else(|| r.hs.swift_setting("region_name"))
+            .map(|(v, _)| v);
+        let (auth, auth_source) = super::swift::resolve_auth_in(cloud, &file_auth, region)?;
         log::info!("Swift credentials: from {auth_source}");
         Ok(Some(Some(StoreSettings {
             bucket: container,

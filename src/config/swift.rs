@@ -9,10 +9,14 @@
 //! 2. python-swiftclient's `ST_AUTH`, `ST_USER`, `ST_KEY`;
 //! 3. the config file's `swift_auth_url` and `swift_user`, with the key in
 //!    `MEDIA_OFFLOAD_SWIFT_KEY` or the systemd credential `swift_key`;
-//! 4. `OS_AUTH_URL`, `OS_USERNAME`, `OS_PASSWORD` with `OS_AUTH_TYPE=v1password`.
+//! 4. the `OS_*` variables of an openrc file: `OS_AUTH_URL` with
+//!    `OS_USERNAME`/`OS_PASSWORD`/`OS_PROJECT_NAME` (and their domains), or
+//!    `OS_APPLICATION_CREDENTIAL_ID`/`_SECRET`; `OS_AUTH_TYPE=v1password`
+//!    for TempAuth; `OS_REGION_NAME`, `OS_INTERFACE`.
 //!
-//! TempAuth/v1 (`auth_type: v1password`, python-swiftclient's plugin) is
-//! what is supported; a Keystone cloud is refused with a clear message.
+//! `auth_type` (clouds.yaml) or `OS_AUTH_TYPE`: `v1password`
+//! (python-swiftclient's TempAuth plugin), `password`/`v3password` (the
+//! default) and `v3applicationcredential` (Keystone v3).
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +25,7 @@ use serde_yaml_ng::Value;
 
 use super::Secret;
 use crate::store::StoreSettings;
-use crate::store::swift::{SwiftAuth, SwiftSettings};
+use crate::store::swift::{Named, SwiftAuth, SwiftSettings, V3Method};
 
 /// Environment variable holding the Swift key for the config file's user.
 pub const SWIFT_KEY_ENV: &str = "MEDIA_OFFLOAD_SWIFT_KEY";
@@ -40,8 +44,19 @@ pub struct FileAuth {
 
 /// How to log in, and where that came from ("cloud x of /etc/openstack/clouds.yaml").
 pub fn resolve_auth(cloud: Option<(String, String)>, file: &FileAuth) -> Result<(SwiftAuth, String)> {
+    resolve_auth_in(cloud, file, None)
+}
+
+/// [`resolve_auth`], with a region for Keystone's catalog (the Swift
+/// provider's `region_name`, `--region`), used where the cloud or
+/// `OS_REGION_NAME` names none.
+pub fn resolve_auth_in(
+    cloud: Option<(String, String)>,
+    file: &FileAuth,
+    region: Option<String>,
+) -> Result<(SwiftAuth, String)> {
     if let Some((name, from)) = cloud {
-        return cloud_auth(&name).with_context(|| format!("Swift cloud {name:?} (from {from})"));
+        return cloud_auth(&name, region).with_context(|| format!("Swift cloud {name:?} (from {from})"));
     }
     if let Some(auth_url) = env("ST_AUTH") {
         let user = env("ST_USER").ok_or_else(|| anyhow!("ST_AUTH is set but ST_USER is not"))?;
@@ -55,14 +70,11 @@ pub fn resolve_auth(cloud: Option<(String, String)>, file: &FileAuth) -> Result<
         let auth = SwiftAuth::V1 { auth_url: auth_url.clone(), user: user.clone(), key };
         return Ok((auth, "config file swift_auth_url, swift_user".to_owned()));
     }
-    if let Some(auth_url) = env("OS_AUTH_URL") {
-        let auth_type = env("OS_AUTH_TYPE").unwrap_or_else(|| "password".to_owned());
-        if auth_type != "v1password" {
-            bail!(keystone_unsupported(&format!("OS_AUTH_URL with OS_AUTH_TYPE {auth_type}")));
-        }
-        let user = env("OS_USERNAME").ok_or_else(|| anyhow!("OS_AUTH_URL is set but OS_USERNAME is not"))?;
-        let key = env("OS_PASSWORD").ok_or_else(|| anyhow!("OS_AUTH_URL is set but OS_PASSWORD is not"))?;
-        return Ok((SwiftAuth::V1 { auth_url, user, key: Secret(key) }, "OS_AUTH_URL, OS_USERNAME".to_owned()));
+    if env("OS_AUTH_URL").is_some() {
+        let source = "the OS_* environment variables".to_owned();
+        let get = |key: &str| Ok(env(&format!("OS_{}", key.to_uppercase())));
+        let region = env("OS_REGION_NAME").or(region);
+        return Ok((auth_from(&get, env("OS_AUTH_TYPE"), region, env("OS_INTERFACE"), "OS_")?, source));
     }
     bail!(
         "no Swift credentials: set ST_AUTH, ST_USER and ST_KEY (as for python-swiftclient), name a cloud of \
@@ -105,11 +117,77 @@ pub fn upload_settings(args: &crate::commands::upload::Options) -> Result<StoreS
     })
 }
 
-fn keystone_unsupported(what: &str) -> String {
-    format!(
-        "{what}: Keystone authentication is not supported yet; use TempAuth/v1 (auth_type: v1password in \
-         clouds.yaml, or ST_AUTH/ST_USER/ST_KEY)"
-    )
+/// Auth settings by openstacksdk's key (`auth_url`, `username`,
+/// `project_domain_name`, ...), from clouds.yaml's `auth:` or OS_*.
+/// `prefix` names the keys in messages (`OS_`, `clouds.x.auth.`).
+fn auth_from(
+    get: &dyn Fn(&str) -> Result<Option<String>>,
+    auth_type: Option<String>,
+    region: Option<String>,
+    interface: Option<String>,
+    prefix: &str,
+) -> Result<SwiftAuth> {
+    let upper = prefix.ends_with('_');
+    let name = |key: &str| if upper { format!("{prefix}{}", key.to_uppercase()) } else { format!("{prefix}{key}") };
+    let need = |key: &str| get(key)?.ok_or_else(|| anyhow!("{} is not set", name(key)));
+    let auth_url = need("auth_url")?;
+    let auth_type = auth_type.unwrap_or_else(|| {
+        if get("application_credential_secret").ok().flatten().is_some() {
+            "v3applicationcredential"
+        } else {
+            "password"
+        }
+        .to_owned()
+    });
+    let named = |id: &str, nm: &str, domain: &str| -> Result<Named> {
+        Ok(Named {
+            id: get(id)?,
+            name: get(nm)?,
+            domain_id: get(&format!("{domain}_id"))?.or(get("domain_id")?),
+            domain_name: get(&format!("{domain}_name"))?.or(get("domain_name")?),
+        })
+    };
+    let method = match auth_type.as_str() {
+        "v1password" => {
+            return Ok(SwiftAuth::V1 { auth_url, user: need("username")?, key: Secret(need("password")?) });
+        }
+        "password" | "v3password" => {
+            let user = named("user_id", "username", "user_domain")?;
+            let project = named("project_id", "project_name", "project_domain")?;
+            let project = match project.id.is_none() && project.name.is_none() {
+                // Keystone v2's word for a project, which openrc files still use.
+                true => named("tenant_id", "tenant_name", "project_domain")?,
+                false => project,
+            };
+            if user.id.is_none() && user.name.is_none() {
+                bail!("{} is not set", name("username"));
+            }
+            if project.id.is_none() && project.name.is_none() {
+                bail!("{} is not set (a token for Swift needs a project)", name("project_name"));
+            }
+            V3Method::Password { user, password: Secret(need("password")?), project }
+        }
+        "v3applicationcredential" => {
+            let id = get("application_credential_id")?;
+            let cred_name = get("application_credential_name")?;
+            if id.is_none() && cred_name.is_none() {
+                bail!("{} is not set", name("application_credential_id"));
+            }
+            let user = named("user_id", "username", "user_domain")?;
+            let user = (user.id.is_some() || user.name.is_some()).then_some(user);
+            V3Method::ApplicationCredential {
+                id,
+                name: cred_name,
+                user,
+                secret: Secret(need("application_credential_secret")?),
+            }
+        }
+        other => bail!(
+            "auth type {other:?} is not supported: use v1password (TempAuth), password or v3applicationcredential"
+        ),
+    };
+    let interface = interface.unwrap_or_else(|| "public".to_owned());
+    Ok(SwiftAuth::V3 { auth_url, method: Box::new(method), region, interface })
 }
 
 /// Where openstacksdk looks for `name` (`clouds` or `secure`), first
@@ -150,7 +228,7 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
-fn cloud_auth(name: &str) -> Result<(SwiftAuth, String)> {
+fn cloud_auth(name: &str, region: Option<String>) -> Result<(SwiftAuth, String)> {
     let path = first_file("clouds", "OS_CLIENT_CONFIG_FILE").ok_or_else(|| {
         anyhow!("no clouds.yaml found (looked in OS_CLIENT_CONFIG_FILE, ./, ~/.config/openstack/, /etc/openstack/)")
     })?;
@@ -171,16 +249,13 @@ fn cloud_auth(name: &str) -> Result<(SwiftAuth, String)> {
     };
     let auth = cloud.get("auth");
     let field = |key: &str| text(auth.and_then(|a| a.get(key)), &format!("auth.{key}"));
-    let auth_type = text(cloud.get("auth_type"), "auth_type")?.unwrap_or_else(|| "password".to_owned());
+    let auth_type = text(cloud.get("auth_type"), "auth_type")?;
+    // The cloud's own region first, as openstacksdk takes it.
+    let region = text(cloud.get("region_name"), "region_name")?.or(region);
+    let interface = text(cloud.get("interface"), "interface")?;
     let source = format!("cloud {name} of {}", path.display());
-    if auth_type != "v1password" {
-        bail!(keystone_unsupported(&format!("{}: clouds.{name}.auth_type is {auth_type}", path.display())));
-    }
-    let missing = |key: &str| anyhow!("{}: clouds.{name}.auth.{key} is missing", path.display());
-    let auth_url = field("auth_url")?.ok_or_else(|| missing("auth_url"))?;
-    let user = field("username")?.ok_or_else(|| missing("username"))?;
-    let key = field("password")?.ok_or_else(|| missing("password"))?;
-    Ok((SwiftAuth::V1 { auth_url, user, key: Secret(key) }, source))
+    let prefix = format!("{}: clouds.{name}.auth.", path.display());
+    Ok((auth_from(&field, auth_type, region, interface, &prefix)?, source))
 }
 
 #[cfg(test)]

@@ -59,12 +59,103 @@ pub enum SwiftAuth {
     /// TempAuth / v1: `X-Auth-User` and `X-Auth-Key` against the auth URL
     /// (python-swiftclient's `ST_AUTH`, `ST_USER`, `ST_KEY`).
     V1 { auth_url: String, user: String, key: Secret },
+    /// Keystone v3: a token (`X-Subject-Token`) and the `object-store`
+    /// endpoint of its catalog, chosen by interface and region.
+    V3 { auth_url: String, method: Box<V3Method>, region: Option<String>, interface: String },
+}
+
+/// How to log in to Keystone v3.
+#[derive(Clone, PartialEq, Eq)]
+pub enum V3Method {
+    /// A user's password, scoped to a project.
+    Password { user: Named, password: Secret, project: Named },
+    /// An application credential (scoped by itself): by id, or by name
+    /// with its user.
+    ApplicationCredential { id: Option<String>, name: Option<String>, user: Option<Named>, secret: Secret },
+}
+
+/// A user or project: by id, or by name within a domain (by id or name).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Named {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub domain_id: Option<String>,
+    pub domain_name: Option<String>,
+}
+
+impl Named {
+    fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::Map::new();
+        if let Some(id) = &self.id {
+            v.insert("id".into(), id.clone().into());
+        }
+        if let Some(name) = &self.name {
+            v.insert("name".into(), name.clone().into());
+            let domain = match (&self.domain_id, &self.domain_name) {
+                (Some(id), _) => serde_json::json!({ "id": id }),
+                (None, Some(name)) => serde_json::json!({ "name": name }),
+                (None, None) => serde_json::json!({ "id": "default" }),
+            };
+            v.insert("domain".into(), domain);
+        }
+        v.into()
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone().or_else(|| self.id.clone()).unwrap_or_default()
+    }
+}
+
+impl V3Method {
+    fn body(&self) -> serde_json::Value {
+        match self {
+            V3Method::Password { user, password, project } => {
+                let mut u = user.json();
+                u["password"] = password.0.clone().into();
+                serde_json::json!({ "auth": {
+                    "identity": { "methods": ["password"], "password": { "user": u } },
+                    "scope": { "project": project.json() },
+                } })
+            }
+            V3Method::ApplicationCredential { id, name, user, secret } => {
+                let mut c = serde_json::json!({ "secret": secret.0 });
+                if let Some(id) = id {
+                    c["id"] = id.clone().into();
+                }
+                if let Some(name) = name {
+                    c["name"] = name.clone().into();
+                }
+                if let Some(user) = user {
+                    c["user"] = user.json();
+                }
+                serde_json::json!({ "auth": { "identity": {
+                    "methods": ["application_credential"], "application_credential": c,
+                } } })
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            V3Method::Password { user, project, .. } => {
+                format!("user {} in project {}", user.describe(), project.describe())
+            }
+            V3Method::ApplicationCredential { id, name, .. } => {
+                format!("application credential {}", name.clone().or_else(|| id.clone()).unwrap_or_default())
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SwiftAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SwiftAuth::V1 { auth_url, user, .. } => write!(f, "V1 {{ {auth_url}, user {user}, key <redacted> }}"),
+            SwiftAuth::V3 { auth_url, method, region, interface } => write!(
+                f,
+                "V3 {{ {auth_url}, {}, region {region:?}, interface {interface}, secret <redacted> }}",
+                method.describe()
+            ),
         }
     }
 }
@@ -227,19 +318,16 @@ impl SwiftStore {
     }
 
     fn login(&self) -> Result<Session, StoreError> {
-        let SwiftAuth::V1 { auth_url, user, key } = &self.settings.auth;
-        let what = format!("logging in at {auth_url} as {user}");
-        let mut attempt = 0;
-        let response = loop {
-            attempt += 1;
-            let result = self.agent.get(auth_url).header("X-Auth-User", user).header("X-Auth-Key", &key.0).call();
-            match result {
-                Ok(r) if retryable(r.status().as_u16()) && attempt < ATTEMPTS => backoff(attempt),
-                Ok(r) => break r,
-                Err(e) if attempt < ATTEMPTS && transient_io(&e) => backoff(attempt),
-                Err(e) => return Err(transport_error(&what, &e)),
+        let (auth_url, user, key) = match &self.settings.auth {
+            SwiftAuth::V1 { auth_url, user, key } => (auth_url, user, key),
+            SwiftAuth::V3 { auth_url, method, region, interface } => {
+                return self.login_v3(auth_url, method, region.as_deref(), interface);
             }
         };
+        let what = format!("logging in at {auth_url} as {user}");
+        let response = self.login_call(&what, &|| {
+            self.agent.get(auth_url).header("X-Auth-User", user).header("X-Auth-Key", &key.0).call()
+        })?;
         let status = response.status().as_u16();
         if status == 401 || status == 403 {
             return Err(StoreError::new(
@@ -260,6 +348,78 @@ impl SwiftStore {
                 ErrorKind::Invalid,
                 format!("{what}: the answer has no X-Storage-Url and X-Auth-Token"),
             )),
+        }
+    }
+
+    /// Keystone v3: POST /v3/auth/tokens, the token from X-Subject-Token,
+    /// the storage URL from the catalog's object-store endpoint.
+    fn login_v3(
+        &self,
+        auth_url: &str,
+        method: &V3Method,
+        region: Option<&str>,
+        interface: &str,
+    ) -> Result<Session, StoreError> {
+        let base = auth_url.trim_end_matches('/');
+        let url = if base.ends_with("/v3") { format!("{base}/auth/tokens") } else { format!("{base}/v3/auth/tokens") };
+        let what = format!("logging in to Keystone at {auth_url} as {}", method.describe());
+        let body = serde_json::to_vec(&method.body()).expect("JSON serializes");
+        let response = self
+            .login_call(&what, &|| self.agent.post(&url).header("Content-Type", "application/json").send(&body[..]))?;
+        let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(StoreError::new(
+                ErrorKind::Denied,
+                format!("{what}: refused ({status}); check the credentials (from {})", self.settings.source),
+            ));
+        }
+        if !response.status().is_success() {
+            return Err(status_error("login", &url, response));
+        }
+        let token = response.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let token = token
+            .ok_or_else(|| StoreError::new(ErrorKind::Invalid, format!("{what}: the answer has no X-Subject-Token")))?;
+        let answer: TokenAnswer = json_body(response, 16 * 1024 * 1024)
+            .map_err(|e| StoreError::new(ErrorKind::Invalid, format!("{what}: unreadable answer: {e}")))?;
+        let storage_url = answer
+            .token
+            .catalog
+            .iter()
+            .filter(|s| s.kind == "object-store")
+            .flat_map(|s| &s.endpoints)
+            .find(|e| {
+                e.interface == interface
+                    && region.is_none_or(|r| e.region_id.as_deref() == Some(r) || e.region.as_deref() == Some(r))
+            })
+            .map(|e| e.url.trim_end_matches('/').to_owned())
+            .ok_or_else(|| {
+                StoreError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "{what}: the catalog has no object-store endpoint with interface {interface}{}",
+                        region.map(|r| format!(" in region {r}")).unwrap_or_default()
+                    ),
+                )
+            })?;
+        log::debug!("logged in to Keystone at {auth_url}; storage URL {storage_url}");
+        Ok(Session { storage_url, token })
+    }
+
+    /// A login request, with transient failures retried.
+    fn login_call(
+        &self,
+        what: &str,
+        call: &dyn Fn() -> Result<Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Response<ureq::Body>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match call() {
+                Ok(r) if retryable(r.status().as_u16()) && attempt < ATTEMPTS => backoff(attempt),
+                Ok(r) => return Ok(r),
+                Err(e) if attempt < ATTEMPTS && transient_io(&e) => backoff(attempt),
+                Err(e) => return Err(transport_error(what, &e)),
+            }
         }
     }
 
@@ -631,6 +791,34 @@ fn slo_etag(part_md5s: &[[u8; 16]]) -> [u8; 16] {
 /// Each `/`-separated piece percent-encoded, the slashes kept.
 fn encode_key(key: &str) -> String {
     key.split('/').map(|p| utf8_percent_encode(p, SEGMENT).to_string()).collect::<Vec<_>>().join("/")
+}
+
+/// The parts of a Keystone token answer we use.
+#[derive(Deserialize)]
+struct TokenAnswer {
+    token: TokenBody,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    #[serde(default)]
+    catalog: Vec<CatalogEntry>,
+}
+
+#[derive(Deserialize)]
+struct CatalogEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    endpoints: Vec<Endpoint>,
+}
+
+#[derive(Deserialize)]
+struct Endpoint {
+    interface: String,
+    url: String,
+    region_id: Option<String>,
+    region: Option<String>,
 }
 
 #[derive(Deserialize)]

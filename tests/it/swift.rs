@@ -256,6 +256,55 @@ fn swift_provider_in_homeserver_yaml_drives_migrate() {
     hs.assert_offloaded(&m, &Dest::Swift(&sw), "");
 }
 
+/// Keystone v3: a password scoped to a project from clouds.yaml (with the
+/// region the Swift provider names), and an application credential from
+/// an openrc's OS_* variables; the object-store endpoint from the catalog.
+#[test]
+fn swift_behind_keystone_with_a_password_and_an_application_credential() {
+    let mut hs = Homeserver::sqlite();
+    let sw = Swift::new_keystone();
+    let env = test_env();
+    let first = hs.add(Media::local(&hs.new_id()).with_thumbs());
+    hs.write_file(
+        "clouds.yaml",
+        &format!(
+            "clouds:\n  ks:\n    auth:\n      auth_url: {}\n      username: mo-user\n      password: mo-user-pass\n      \
+             project_name: media\n      user_domain_name: Default\n      project_domain_id: default\n",
+            env.keystone_url.trim_end_matches("/v3")
+        ),
+    );
+    hs.write_homeserver_yaml_with(
+        None,
+        &format!(
+            "media_storage_providers:\n- module: swift_storage_provider.SwiftStorageProviderBackend\n  config:\n    \
+             cloud: ks\n    container: {}\n    region_name: RegionOne\n",
+            sw.container
+        ),
+    );
+    let out = hs.mo(&["--json", "--no-progress", "migrate", "--duration", "0d", "--settle-time", "0s"]).ok();
+    assert_no_secrets(&out);
+    assert!(!out.stderr.contains("mo-user-pass"), "{}", out.describe());
+    hs.assert_offloaded(&first, &Dest::Swift(&sw), "");
+
+    let second = hs.add(Media::local(&hs.new_id()));
+    hs.update_db("0s");
+    let media_arg = hs.media_arg();
+    let out = hs
+        .mo_env(
+            &["--json", "--no-progress", "upload", &media_arg, &sw.container, "--swift", "--delete"],
+            &[
+                ("OS_AUTH_URL", &env.keystone_url),
+                ("OS_AUTH_TYPE", "v3applicationcredential"),
+                ("OS_APPLICATION_CREDENTIAL_ID", &env.keystone_app_id),
+                ("OS_APPLICATION_CREDENTIAL_SECRET", &env.keystone_app_secret),
+                ("OS_REGION_NAME", "RegionOne"),
+            ],
+        )
+        .ok();
+    assert!(!out.stderr.contains(&env.keystone_app_secret), "{}", out.describe());
+    hs.assert_offloaded(&second, &Dest::Swift(&sw), "");
+}
+
 /// `delete_many`, which purge is to use: S3's DeleteObjects in batches of
 /// 1,000 with the Content-MD5 that call requires (s3s-fs refuses it
 /// without), and Swift's bulk delete, SLOs with their segments.

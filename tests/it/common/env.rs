@@ -31,6 +31,14 @@ pub struct TestEnv {
     /// TempAuth's admin user of account AUTH_test, and its key.
     pub swift_user: String,
     pub swift_key: String,
+    /// Keystone v3 (`http://127.0.0.1:PORT/v3`): user `mo-user`, password
+    /// `mo-user-pass`, member of project `media` (domain default), with an
+    /// application credential; its catalog's object-store is the same Swift.
+    pub keystone_url: String,
+    pub keystone_app_id: String,
+    pub keystone_app_secret: String,
+    /// The project's id: its Swift account is `AUTH_<id>`.
+    pub keystone_project_id: String,
 }
 
 const HOW_TO_RUN: &str = "these end-to-end tests need PostgreSQL, moto_server, s3s-fs, Swift and the Python \
@@ -70,6 +78,10 @@ pub fn test_env() -> &'static TestEnv {
             swift_short_key: var("MO_TEST_SWIFT_SHORT_KEY"),
             swift_user: var("MO_TEST_SWIFT_USER"),
             swift_key: var("MO_TEST_SWIFT_KEY"),
+            keystone_url: var("MO_TEST_KEYSTONE_URL"),
+            keystone_app_id: var("MO_TEST_KEYSTONE_APP_ID"),
+            keystone_app_secret: var("MO_TEST_KEYSTONE_APP_SECRET"),
+            keystone_project_id: var("MO_TEST_KEYSTONE_PROJECT_ID"),
         };
         assert!(
             env.s3_endpoint.starts_with("http://127.0.0.1:"),

@@ -48,6 +48,36 @@ impl Swift {
     pub fn new() -> Swift {
         let env = test_env();
         let (storage_url, token) = swift_login(&env.swift_auth, &env.swift_user, &env.swift_key);
+        Swift::create(storage_url, token)
+    }
+
+    /// A new empty container in the Keystone project's account, logged in
+    /// with its application credential.
+    pub fn new_keystone() -> Swift {
+        let env = test_env();
+        let body = serde_json::json!({"auth": {"identity": {"methods": ["application_credential"],
+            "application_credential": {"id": env.keystone_app_id, "secret": env.keystone_app_secret}}}});
+        let mut r = agent()
+            .post(&format!("{}/auth/tokens", env.keystone_url))
+            .header("Content-Type", "application/json")
+            .send(serde_json::to_vec(&body).unwrap().as_slice())
+            .unwrap();
+        assert!(r.status().is_success(), "Keystone login: {}", r.status());
+        let token = r.headers().get("x-subject-token").unwrap().to_str().unwrap().to_owned();
+        let answer: serde_json::Value = serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
+        let url = answer["token"]["catalog"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["type"] == "object-store")
+            .and_then(|s| s["endpoints"].as_array().unwrap().iter().find(|e| e["interface"] == "public"))
+            .and_then(|e| e["url"].as_str())
+            .unwrap()
+            .to_owned();
+        Swift::create(url, token)
+    }
+
+    fn create(storage_url: String, token: String) -> Swift {
         let sw = Swift { agent: agent(), container: format!("mo-test-{}", unique_suffix()), storage_url, token };
         let r = sw.agent.put(&sw.url("")).header("X-Auth-Token", &sw.token).send_empty().unwrap();
         assert!(r.status().is_success(), "creating container {}: {}", sw.container, r.status());
