@@ -75,6 +75,21 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "Which profile of ~/.aws/config and ~/.aws/credentials the default chain reads.",
     ),
     (
+        "ST_AUTH, ST_USER, ST_KEY",
+        "Swift TempAuth (v1) login, as python-swiftclient takes it, with --swift.",
+    ),
+    (
+        "OS_CLOUD, OS_CLIENT_CONFIG_FILE, OS_CLIENT_SECURE_FILE",
+        "The cloud of clouds.yaml (and secure.yaml) to log in to Swift with, and where those files are \
+         (default: ./, ~/.config/openstack/, /etc/openstack/).",
+    ),
+    (
+        "OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME, OS_APPLICATION_CREDENTIAL_ID, ...",
+        "An openrc file's Keystone v3 login for Swift (OS_AUTH_TYPE v1password for TempAuth), with \
+         OS_REGION_NAME and OS_INTERFACE choosing the object-store endpoint.",
+    ),
+    ("MEDIA_OFFLOAD_SWIFT_KEY", "The TempAuth key of the config file's swift_user (or the credential swift_key)."),
+    (
         "CREDENTIALS_DIRECTORY",
         "Set by systemd for LoadCredential=: secrets are read from the files access_key_id, \
          secret_access_key, session_token and sse_customer_key in it, when the environment has none. \
