@@ -74,10 +74,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "AWS_PROFILE, AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE",
         "Which profile of ~/.aws/config and ~/.aws/credentials the default chain reads.",
     ),
-    (
-        "ST_AUTH, ST_USER, ST_KEY",
-        "Swift TempAuth (v1) login, as python-swiftclient takes it, with --swift.",
-    ),
+    ("ST_AUTH, ST_USER, ST_KEY", "Swift TempAuth (v1) login, as python-swiftclient takes it, with --swift."),
     (
         "OS_CLOUD, OS_CLIENT_CONFIG_FILE, OS_CLIENT_SECURE_FILE",
         "The cloud of clouds.yaml (and secure.yaml) to log in to Swift with, and where those files are \

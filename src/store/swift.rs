@@ -25,7 +25,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use md5::{Digest as _, Md5};
@@ -194,7 +194,8 @@ pub struct SwiftStore {
     session: Mutex<Option<Session>>,
     limits: Limits,
     /// Whether the segments container exists (created by the first SLO).
-    segments_exist: OnceLock<bool>,
+    /// Unknown until looked at; a PUT of the first SLO turns it true.
+    segments_exist: Mutex<Option<bool>>,
     /// Keys HEAD found to be SLOs: a PUT over one deletes its old segments.
     slos_seen: Mutex<HashSet<String>>,
 }
@@ -256,7 +257,7 @@ impl SwiftStore {
                 max_manifest_segments: 1000,
                 max_deletes: None,
             },
-            segments_exist: OnceLock::new(),
+            segments_exist: Mutex::new(None),
             slos_seen: Mutex::new(HashSet::new()),
         };
         store.preflight()?;
@@ -543,7 +544,7 @@ impl SwiftStore {
     }
 
     fn ensure_segments_container(&self) -> Result<(), StoreError> {
-        if self.segments_exist.get() == Some(&true) {
+        if *self.segments_exist.lock().expect("segments flag") == Some(true) {
             return Ok(());
         }
         let name = self.segments.clone();
@@ -551,13 +552,13 @@ impl SwiftStore {
         if !r.status().is_success() {
             return Err(status_error("PUT container", &name, r));
         }
-        let _ = self.segments_exist.set(true);
+        *self.segments_exist.lock().expect("segments flag") = Some(true);
         Ok(())
     }
 
     fn segments_container_exists(&self) -> Result<bool, StoreError> {
-        if let Some(known) = self.segments_exist.get() {
-            return Ok(*known);
+        if let Some(known) = *self.segments_exist.lock().expect("segments flag") {
+            return Ok(known);
         }
         let name = self.segments.clone();
         let r = self.request("HEAD", &name, &|a, s| a.head(&self.container_url(s, &name)).call())?;
@@ -566,7 +567,8 @@ impl SwiftStore {
             404 => false,
             _ => return Err(status_error("HEAD container", &name, r)),
         };
-        Ok(*self.segments_exist.get_or_init(|| exists))
+        let mut known = self.segments_exist.lock().expect("segments flag");
+        Ok(*known.get_or_insert(exists))
     }
 
     /// Upload an SLO: segments (skipping those already there with the
