@@ -286,12 +286,13 @@ fn swift_behind_keystone_with_a_password_and_an_application_credential() {
     assert!(!out.stderr.contains("mo-user-pass"), "{}", out.describe());
     hs.assert_offloaded(&first, &Dest::Swift(&sw), "");
 
-    let second = hs.add(Media::local(&hs.new_id()));
+    // Used after the first run's cut-off, so update-db selects it.
+    let second = hs.add(Media::local(&hs.new_id()).created_ms_ago(1));
     hs.update_db("0s");
     let media_arg = hs.media_arg();
     let out = hs
         .mo_env(
-            &["--json", "--no-progress", "upload", &media_arg, &sw.container, "--swift", "--delete"],
+            &["--json", "--no-progress", "upload", &media_arg, &sw.container, "--swift", "--delete", "--settle-time", "0s"],
             &[
                 ("OS_AUTH_URL", &env.keystone_url),
                 ("OS_AUTH_TYPE", "v3applicationcredential"),
