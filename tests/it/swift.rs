@@ -292,7 +292,17 @@ fn swift_behind_keystone_with_a_password_and_an_application_credential() {
     let media_arg = hs.media_arg();
     let out = hs
         .mo_env(
-            &["--json", "--no-progress", "upload", &media_arg, &sw.container, "--swift", "--delete", "--settle-time", "0s"],
+            &[
+                "--json",
+                "--no-progress",
+                "upload",
+                &media_arg,
+                &sw.container,
+                "--swift",
+                "--delete",
+                "--settle-time",
+                "0s",
+            ],
             &[
                 ("OS_AUTH_URL", &env.keystone_url),
                 ("OS_AUTH_TYPE", "v3applicationcredential"),
