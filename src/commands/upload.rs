@@ -740,8 +740,8 @@ impl Worker<'_> {
         let object_ok = match (info.size == expected.length, expected.sha256) {
             (false, _) => false,
             (true, None) => true,
-            (true, Some(want)) => match store::read_back(self.store, key) {
-                Ok(Some(r)) => r.size == expected.length && r.sha256 == want,
+            (true, Some(want)) => match store::read_back(self.store, key, true) {
+                Ok(Some(r)) => r.size == expected.length && r.sha256 == Some(want),
                 Ok(None) => false,
                 Err(e) => return self.failed(e, t).map(|_| Resolution::Kept),
             },

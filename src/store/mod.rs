@@ -384,9 +384,11 @@ impl Content {
         mut each: impl FnMut(&[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         if let Content::Bytes(b) = self {
-            let start = (offset as usize).min(b.len());
-            let end = (start + len as usize).min(b.len());
-            return each(&b[start..end]);
+            let end = offset.saturating_add(len);
+            if end > b.len() as u64 {
+                return Err(StoreError::local("the file got shorter while being read"));
+            }
+            return each(&b[offset as usize..end as usize]);
         }
         let mut buf = vec![0u8; 256 * 1024];
         let (mut at, end) = (offset, offset + len);
@@ -425,6 +427,7 @@ impl LocalData {
         Ok(Self { content, digest })
     }
 
+    #[cfg(test)]
     pub fn from_bytes(data: Vec<u8>, part_size: Option<u64>) -> Self {
         let size = data.len() as u64;
         let content = Content::Bytes(Bytes::from(data));
@@ -512,7 +515,13 @@ fn candidate_part_sizes(size: u64, parts: u32) -> Vec<u64> {
         let high = size.div_ceil(parts - 1);
         out.extend((0..3).map(|i| low + i * MIB).filter(|p| *p < high && fits(*p)));
     }
-    out.dedup();
+    let mut seen = Vec::with_capacity(out.len());
+    out.retain(|p| {
+        !seen.contains(p) && {
+            seen.push(*p);
+            true
+        }
+    });
     out.truncate(8);
     out
 }
@@ -553,19 +562,26 @@ impl fmt::Display for Difference {
 pub struct ReadBack {
     pub size: u64,
     pub md5: [u8; 16],
-    pub sha256: [u8; 32],
+    /// Only when asked for (what Synapse records as `sha256`).
+    pub sha256: Option<[u8; 32]>,
 }
 
-/// Read the object back, hashing it (MD5 and SHA-256). `None` if it is gone.
-pub fn read_back(store: &(impl ObjectStore + ?Sized), key: &str) -> Result<Option<ReadBack>, StoreError> {
-    let (mut md5, mut sha, mut size) = (Md5::new(), Sha256::new(), 0u64);
+/// Read the object back, hashing it (MD5, and SHA-256 if asked). `None` if it is gone.
+pub fn read_back(
+    store: &(impl ObjectStore + ?Sized),
+    key: &str,
+    with_sha256: bool,
+) -> Result<Option<ReadBack>, StoreError> {
+    let (mut md5, mut sha, mut size) = (Md5::new(), with_sha256.then(Sha256::new), 0u64);
     let found = store.read(key, &mut |chunk| {
         md5.update(chunk);
-        sha.update(chunk);
+        if let Some(sha) = sha.as_mut() {
+            sha.update(chunk);
+        }
         size += chunk.len() as u64;
         Ok(())
     })?;
-    Ok(found.then(|| ReadBack { size, md5: md5.finalize().into(), sha256: sha.finalize().into() }))
+    Ok(found.then(|| ReadBack { size, md5: md5.finalize().into(), sha256: sha.map(|s| s.finalize().into()) }))
 }
 
 /// Does the existing object (as `info` describes it) hold exactly `data`?
@@ -618,7 +634,7 @@ pub fn verify_read_back(
     data: &LocalData,
 ) -> Result<Comparison, StoreError> {
     let d = &data.digest;
-    match read_back(store, key)? {
+    match read_back(store, key, false)? {
         None => Err(StoreError::new(ErrorKind::NotFound, format!("{key}: the object vanished while being checked"))),
         Some(r) if r.size == d.size && r.md5 == d.md5 => Ok(Comparison::Same(Proof::ReadBack)),
         Some(r) => Ok(Comparison::Different(Difference {
@@ -697,6 +713,22 @@ mod tests {
         }
         assert_eq!(candidate_part_sizes(size, 7)[0], 8 * MIB, "boto3's size first");
         assert!(!candidate_part_sizes(size, 11).is_empty());
+        // 15 MiB is both a fixed candidate and a whole-MiB one here: tried once.
+        let cands = candidate_part_sizes(48 * MIB + 1, 4);
+        let mut unique = cands.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), cands.len(), "{cands:?}");
+    }
+
+    #[test]
+    fn content_shorter_than_asked_is_an_error_not_a_short_read() {
+        let content = Content::Bytes(Bytes::from_static(b"0123456789"));
+        let mut seen = Vec::new();
+        content.for_each_chunk(2, 5, |c| Ok(seen.extend_from_slice(c))).unwrap();
+        assert_eq!(seen, b"23456");
+        assert!(content.for_each_chunk(8, 5, |_| Ok(())).is_err());
+        assert!(FileDigest::of(&content, 11, None).is_err());
     }
 
     struct Fixed(Vec<u8>);
