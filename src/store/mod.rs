@@ -725,7 +725,12 @@ mod tests {
     fn content_shorter_than_asked_is_an_error_not_a_short_read() {
         let content = Content::Bytes(Bytes::from_static(b"0123456789"));
         let mut seen = Vec::new();
-        content.for_each_chunk(2, 5, |c| Ok(seen.extend_from_slice(c))).unwrap();
+        content
+            .for_each_chunk(2, 5, |c| {
+                seen.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(seen, b"23456");
         assert!(content.for_each_chunk(8, 5, |_| Ok(())).is_err());
         assert!(FileDigest::of(&content, 11, None).is_err());
