@@ -427,7 +427,7 @@ impl LocalData {
         Ok(Self { content, digest })
     }
 
-    #[cfg(test)]
+    /// Bytes in memory (the integration tests' direct store calls).
     pub fn from_bytes(data: Vec<u8>, part_size: Option<u64>) -> Self {
         let size = data.len() as u64;
         let content = Content::Bytes(Bytes::from(data));
