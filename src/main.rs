@@ -36,6 +36,18 @@ fn main() -> std::process::ExitCode {
 }
 
 fn dispatch(cli: &Cli, ctx: &Context) -> anyhow::Result<()> {
+    let offload = match &cli.command {
+        Command::UpdateDb(_) => Some("update-db"),
+        Command::CheckDeleted(_) => Some("check-deleted"),
+        Command::Update(_) => Some("update"),
+        Command::Upload(a) if a.delete => Some("upload --delete"),
+        Command::Upload(_) => Some("upload"),
+        Command::Migrate(_) => Some("migrate"),
+        _ => None,
+    };
+    if let Some(command) = offload {
+        ctx.refuse_dendrite(command)?;
+    }
     match &cli.command {
         Command::UpdateDb(a) => commands::update_db::run(ctx, &a.selection.into_options()),
         Command::CheckDeleted(a) => commands::check_deleted::run(ctx, &a.base_path),

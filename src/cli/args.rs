@@ -268,6 +268,22 @@ pub struct StoreLocation {
     pub prefix: Option<String>,
 }
 
+/// A Dendrite homeserver instead of Synapse (`purge` and `check`).
+#[derive(Debug, Args, Default, Clone)]
+#[command(next_help_heading = WHERE)]
+pub struct DendriteLocation {
+    /// Work on a Dendrite homeserver: its dendrite.yaml gives the media
+    /// folder (media_api.base_path), the media database and the databases
+    /// holding avatars. Dendrite reads no object store, so no store options.
+    #[arg(long, env = "MEDIA_OFFLOAD_DENDRITE_CONFIG", value_name = "PATH")]
+    pub dendrite_config: Option<PathBuf>,
+
+    /// The folder Dendrite runs in: relative paths in dendrite.yaml
+    /// (base_path, file: databases) start there, as Dendrite resolves them.
+    #[arg(long, env = "MEDIA_OFFLOAD_DENDRITE_WORKING_DIR", value_name = "PATH")]
+    pub dendrite_working_dir: Option<PathBuf>,
+}
+
 /// How new objects are written (`migrate` only).
 #[derive(Debug, Args, Default, Clone)]
 #[command(next_help_heading = WHERE)]
@@ -349,6 +365,9 @@ pub struct PurgeArgs {
 
     #[command(flatten)]
     pub location: StoreLocation,
+
+    #[command(flatten)]
+    pub dendrite: DendriteLocation,
 }
 
 #[derive(Debug, Args)]
@@ -376,6 +395,9 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub location: StoreLocation,
+
+    #[command(flatten)]
+    pub dendrite: DendriteLocation,
 }
 
 #[derive(Debug, Args)]
@@ -434,6 +456,8 @@ mod tests {
             &["x", "check", "--fix", "--grace-period", "2h", "--json"],
             &["x", "upload", "/media", "container", "--delete", "--swift", "--swift-cloud", "c"],
             &["x", "check", "--swift", "--container", "media", "--swift-segment-size", "1G"],
+            &["x", "purge", "--dendrite-config", "/etc/dendrite/dendrite.yaml", "--remote-older-than", "30d"],
+            &["x", "check", "--dendrite-config", "d.yaml", "--dendrite-working-dir", "/var/lib/dendrite", "--fix"],
         ];
         for line in lines {
             Cli::try_parse_from(*line).unwrap_or_else(|e| panic!("{line:?}: {e}"));

@@ -4,6 +4,7 @@
 
 use super::args::*;
 use crate::commands::{check, migrate, purge, update_db, upload};
+use crate::config::dendrite::DendriteOptions;
 use crate::config::settings::StoreOptions;
 
 impl DbSelection {
@@ -56,6 +57,12 @@ impl StoreLocation {
     }
 }
 
+impl DendriteLocation {
+    fn options(&self) -> DendriteOptions {
+        DendriteOptions { config: self.dendrite_config.clone(), working_dir: self.dendrite_working_dir.clone() }
+    }
+}
+
 impl MigrateArgs {
     pub fn into_options(&self) -> migrate::Options {
         migrate::Options {
@@ -77,6 +84,7 @@ impl PurgeArgs {
             dry_run: self.dry_run,
             force: self.force,
             store: self.location.options(None, self.concurrency),
+            dendrite: self.dendrite.options(),
         }
     }
 }
@@ -89,6 +97,7 @@ impl CheckArgs {
             grace_period: self.grace_period,
             samples: self.samples,
             store: self.location.options(None, None),
+            dendrite: self.dendrite.options(),
         }
     }
 }

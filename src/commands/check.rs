@@ -22,10 +22,11 @@ use serde_json::json;
 
 use super::Context;
 use crate::cache::{Cache, Rows};
+use crate::config::dendrite::{DendriteOptions, DendriteSettings};
 use crate::config::settings::{Settings, StoreOptions};
 use crate::duration::parse_duration;
 use crate::error::Failure;
-use crate::homeserver_db::{HomeserverDb, Param};
+use crate::homeserver_db::{HomeserverDb, MediaDb, MediaKey};
 use crate::lock::{RunLock, StoreLock};
 use crate::media_store::fs::WalkedKind;
 use crate::media_store::{MediaKind, MediaPaths, MediaStore, StoredFile};
@@ -33,25 +34,6 @@ use crate::report::{self, naturalsize};
 use crate::store::{self, ErrorKind, ObjectStore, StoreError};
 
 pub const DEFAULT_GRACE: &str = "1h";
-
-/// Every media row, with why it may have no bytes on purpose.
-const ROWS_SQL: &str = "SELECT '', media_id, media_id, \
-       CASE WHEN url_cache IS NOT NULL THEN 'url_cache' WHEN media_length IS NULL THEN 'pending' ELSE '' END, \
-       CAST(media_length AS TEXT) \
-     FROM local_media_repository \
-     UNION ALL SELECT media_origin, media_id, filesystem_id, '', CAST(media_length AS TEXT) FROM remote_media_cache";
-/// Every thumbnail row with the media's folder and the recorded length.
-const THUMBS_SQL: &str = "SELECT '', media_id, CAST(thumbnail_width AS TEXT), CAST(thumbnail_height AS TEXT), \
-       thumbnail_type, thumbnail_method, CAST(thumbnail_length AS TEXT) FROM local_media_repository_thumbnails \
-     UNION ALL SELECT m.media_origin, m.filesystem_id, CAST(t.thumbnail_width AS TEXT), \
-       CAST(t.thumbnail_height AS TEXT), t.thumbnail_type, t.thumbnail_method, CAST(t.thumbnail_length AS TEXT) \
-     FROM remote_media_cache_thumbnails t JOIN remote_media_cache m \
-       ON m.media_origin = t.media_origin AND m.media_id = t.media_id";
-const ORPHAN_THUMB_ROWS_SQL: &str = "SELECT '', media_id, CAST(COUNT(*) AS TEXT) FROM local_media_repository_thumbnails t \
-     WHERE NOT EXISTS (SELECT 1 FROM local_media_repository m WHERE m.media_id = t.media_id) GROUP BY media_id \
-     UNION ALL SELECT media_origin, media_id, CAST(COUNT(*) AS TEXT) FROM remote_media_cache_thumbnails t \
-     WHERE NOT EXISTS (SELECT 1 FROM remote_media_cache m WHERE m.media_origin = t.media_origin AND m.media_id = t.media_id) \
-     GROUP BY media_origin, media_id";
 
 /// One kind of finding: how many, how big, a few examples.
 #[derive(Debug, Default, Clone)]
@@ -120,10 +102,14 @@ pub struct Options {
     /// Examples of each finding to print.
     pub samples: usize,
     pub store: StoreOptions,
+    /// A Dendrite homeserver instead of Synapse.
+    pub dendrite: DendriteOptions,
 }
 
-pub fn run(ctx: &Context, args: &Options) -> Result<()> {
-    let settings = Settings::resolve(&args.store, &ctx.file)?;
+mod dendrite;
+
+/// The grace period of a run, with where it came from logged.
+fn grace_period(ctx: &Context, args: &Options) -> Result<Duration> {
     let (grace, grace_source) = match (args.grace_period, &ctx.file.config.check.grace_period) {
         (Some(g), _) => (g, "--grace-period".to_owned()),
         (None, Some(text)) => {
@@ -133,6 +119,15 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
         (None, None) => (parse_duration(DEFAULT_GRACE).expect("valid default"), "default".to_owned()),
     };
     log::debug!("grace period {} (from {grace_source})", crate::duration::short(grace));
+    Ok(grace)
+}
+
+pub fn run(ctx: &Context, args: &Options) -> Result<()> {
+    if let Some(settings) = DendriteSettings::resolve(&args.dendrite, &ctx.file)? {
+        return dendrite::run(ctx, args, &settings);
+    }
+    let settings = Settings::resolve(&args.store, &ctx.file)?;
+    let grace = grace_period(ctx, args)?;
     let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
     let base = &settings.media_store_path;
     let media = MediaStore::open(base, true)?;
@@ -153,38 +148,27 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
 
     // 1. A snapshot of the rows; 2. of the objects.
     let tx = index.conn.unchecked_transaction()?;
-    db.for_each_row(ROWS_SQL, &[], "media rows", |row| {
-        let mut row = row.into_iter().map(Option::unwrap_or_default);
-        let (origin, media_id, fsid, flag) = (row.next(), row.next(), row.next(), row.next());
-        let length = row.next().and_then(|l| l.parse::<i64>().ok());
+    db.media().for_each_media(&mut |m| {
         r.rows += 1;
-        let kind = if origin.as_deref() == Some("") { MediaKind::Local } else { MediaKind::Remote };
+        let row = &m.row;
         tx.prepare_cached("INSERT OR IGNORE INTO known VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![
-            kind.as_str(),
-            origin,
-            fsid,
-            media_id,
-            flag,
-            length
+            row.kind.as_str(),
+            row.key.origin,
+            row.location,
+            row.key.media_id,
+            m.no_bytes.unwrap_or(""),
+            m.length
         ])?;
         Ok(())
     })?;
-    db.for_each_row(THUMBS_SQL, &[], "thumbnail rows", |row| {
-        let mut row = row.into_iter().map(Option::unwrap_or_default);
-        let mut next = || row.next().unwrap_or_default();
-        let (origin, fsid, w, h, ty, method, length) = (next(), next(), next(), next(), next(), next(), next());
-        let kind = if origin.is_empty() { MediaKind::Local } else { MediaKind::Remote };
-        if let (Ok(w), Ok(h), Ok(length)) = (w.parse(), h.parse(), length.parse::<i64>())
-            && let Some(name) = crate::media_store::thumbnail_name(w, h, &ty, &method)
-        {
-            tx.prepare_cached("INSERT OR IGNORE INTO thumbs VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
-                kind.as_str(),
-                origin,
-                fsid,
-                name,
-                length
-            ])?;
-        }
+    db.media().for_each_thumbnail(&mut |t| {
+        tx.prepare_cached("INSERT OR IGNORE INTO thumbs VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
+            t.kind.as_str(),
+            t.origin,
+            t.location,
+            t.name,
+            t.length
+        ])?;
         Ok(())
     })?;
     if let Some(store) = &store {
@@ -203,29 +187,18 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     tx.commit()?;
 
     // Thumbnail rows without media.
-    let mut orphan_rows = Vec::new();
-    db.for_each_row(ORPHAN_THUMB_ROWS_SQL, &[], "thumbnail rows", |row| {
-        let mut row = row.into_iter().map(Option::unwrap_or_default);
-        let (origin, media_id, count) =
-            (row.next().unwrap_or_default(), row.next().unwrap_or_default(), row.next().unwrap_or_default());
-        let n: u64 = count.parse().unwrap_or(1);
-        let who =
-            if origin.is_empty() { format!("mxc://{server}/{media_id}") } else { format!("mxc://{origin}/{media_id}") };
-        r.orphan_thumbnail_rows.add_n(n, format!("{who}: {n} thumbnail rows"), 0, keep);
-        orphan_rows.push((origin, media_id));
-        Ok(())
-    })?;
+    let orphan_rows = orphan_thumbnail_rows(db.media(), &server, keep, &mut r)?;
 
     let stale = stale_cache_rows(&ctx.cache_db, &index, keep, &mut r)?;
     walk_files(&media, &index, young_before, keep, &mut r)?;
-    find_lost(&media, &index, &prefix, &server, &mut db, keep, &mut r)?;
+    find_lost(&media, &index, &prefix, &server, db.media(), keep, &mut r)?;
     if store.is_some() {
         find_unknown_objects(&index, &prefix, young_before, keep, &mut r)?;
     }
 
     if args.fix {
-        super::purge::ensure_live(&mut db, &settings.database.describe(), &media, args.force, "fix")?;
-        fix(&media, store.as_deref(), &mut db, &index, &orphan_rows, args.force, &mut r)?;
+        super::purge::ensure_live(db.media(), &settings.database.describe(), &media, args.force, "fix")?;
+        fix(&media, store.as_deref(), db.media(), &index, &orphan_rows, args.force, &mut r)?;
         if !stale.is_empty() {
             Cache::open(&ctx.cache_db)?.remove(&stale)?;
             r.stale_cache_rows.fixed = stale.len() as u64;
@@ -236,10 +209,26 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
             "no object store configured: media offloaded to a store count as lost; give the store (--bucket or homeserver.yaml)"
         );
     }
-    report::print(ctx.json, &Summary { fix: args.fix, grace, has_store: store.is_some(), r: &r });
+    finish(ctx, args.fix, grace, if store.is_some() { Stores::Configured } else { Stores::None }, &r)
+}
+
+/// Thumbnail rows whose media row is gone, as findings; returns their keys.
+fn orphan_thumbnail_rows(db: &mut dyn MediaDb, server: &str, keep: usize, r: &mut Report) -> Result<Vec<MediaKey>> {
+    let mut keys = Vec::new();
+    for (key, n) in db.orphan_thumbnail_rows()? {
+        r.orphan_thumbnail_rows.add_n(n, format!("{}: {n} thumbnail rows", key.mxc(server)), 0, keep);
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// Print the summary; the exit status follows from what is left.
+fn finish(ctx: &Context, fix: bool, grace: Duration, stores: Stores, r: &Report) -> Result<()> {
+    report::print(ctx.json, &Summary { fix, grace, stores, r });
+    let args_fix = fix;
     let open = r.lost_media.count
         + r.damaged_files.count
-        + if args.fix {
+        + if args_fix {
             0
         } else {
             r.orphan_thumbnail_rows.count
@@ -361,18 +350,26 @@ fn stale_cache_rows(cache_db: &Path, index: &Index, keep: usize, r: &mut Report)
     Ok(stale)
 }
 
+/// A walked entry counted: a regular file's size and age, or `None` for
+/// anything else (reported as not media).
+fn counted_file(entry: &crate::media_store::fs::Walked, keep: usize, r: &mut Report) -> Option<(u64, SystemTime)> {
+    match entry.what {
+        WalkedKind::File { size, modified } => {
+            r.files += 1;
+            Some((size, modified))
+        }
+        WalkedKind::Other => {
+            r.not_media_files.add(format!("{} (not a regular file)", entry.rel), 0, keep);
+            None
+        }
+    }
+}
+
 /// Kinds 1 (thumbnail files) and 2: every file under the store's folders.
 fn walk_files(media: &MediaStore, index: &Index, young_before: SystemTime, keep: usize, r: &mut Report) -> Result<()> {
     let tx = index.conn.unchecked_transaction()?;
     media.walk(&mut |entry| {
-        let (size, modified) = match entry.what {
-            WalkedKind::File { size, modified } => (size, modified),
-            WalkedKind::Other => {
-                r.not_media_files.add(format!("{} (not a regular file)", entry.rel), 0, keep);
-                return Ok(());
-            }
-        };
-        r.files += 1;
+        let Some((size, modified)) = counted_file(&entry, keep, r) else { return Ok(()) };
         let Some(stored) = StoredFile::parse(&entry.rel) else {
             r.not_media_files.add(entry.rel, size, keep);
             return Ok(());
@@ -408,7 +405,7 @@ fn find_lost(
     index: &Index,
     prefix: &str,
     server: &str,
-    db: &mut HomeserverDb,
+    db: &mut dyn MediaDb,
     keep: usize,
     r: &mut Report,
 ) -> Result<()> {
@@ -442,22 +439,9 @@ fn find_lost(
     }
     // Synapse may have deleted the row meanwhile: only a row still there is lost.
     for (origin, media_id, original) in candidates {
-        let (sql, params) = if origin.is_empty() {
-            ("SELECT media_id FROM local_media_repository WHERE media_id = $1", vec![Param::Text(media_id.clone())])
-        } else {
-            (
-                "SELECT media_id FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2",
-                vec![Param::Text(origin.clone()), Param::Text(media_id.clone())],
-            )
-        };
-        let mut still = false;
-        db.for_each_row(sql, &params, "media rows", |_| {
-            still = true;
-            Ok(())
-        })?;
-        if still {
-            let origin = if origin.is_empty() { server } else { &origin };
-            r.lost_media.add(format!("mxc://{origin}/{media_id} ({original})"), 0, keep);
+        let key = MediaKey::new(origin, media_id);
+        if db.has_media(&key)? {
+            r.lost_media.add(format!("{} ({original})", key.mxc(server)), 0, keep);
         }
     }
     Ok(())
@@ -512,29 +496,14 @@ fn plausible(unknown: u64, seen: u64) -> bool {
 fn fix(
     media: &MediaStore,
     store: Option<&dyn ObjectStore>,
-    db: &mut HomeserverDb,
+    db: &mut dyn MediaDb,
     index: &Index,
-    orphan_rows: &[(String, String)],
+    orphan_rows: &[MediaKey],
     force: bool,
     r: &mut Report,
 ) -> Result<()> {
-    for (origin, media_id) in orphan_rows {
-        let statement = if origin.is_empty() {
-            (
-                "DELETE FROM local_media_repository_thumbnails WHERE media_id = $1 \
-                 AND NOT EXISTS (SELECT 1 FROM local_media_repository WHERE media_id = $1)",
-                vec![Param::Text(media_id.clone())],
-                None,
-            )
-        } else {
-            (
-                "DELETE FROM remote_media_cache_thumbnails WHERE media_origin = $1 AND media_id = $2 \
-                 AND NOT EXISTS (SELECT 1 FROM remote_media_cache WHERE media_origin = $1 AND media_id = $2)",
-                vec![Param::Text(origin.clone()), Param::Text(media_id.clone())],
-                None,
-            )
-        };
-        r.orphan_thumbnail_rows.fixed += db.transaction(&[statement])?[0];
+    for key in orphan_rows {
+        r.orphan_thumbnail_rows.fixed += db.delete_orphan_thumbnail_rows(key)?;
     }
     let files_unknown = r.unknown_files.count + r.orphan_thumbnail_files.count;
     let files_ok = force || plausible(files_unknown, r.files);
@@ -593,8 +562,17 @@ fn fix(
 struct Summary<'a> {
     fix: bool,
     grace: Duration,
-    has_store: bool,
+    stores: Stores,
     r: &'a Report,
+}
+
+/// Whether objects were checked, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stores {
+    Configured,
+    None,
+    /// Dendrite reads no object store.
+    Dendrite,
 }
 
 impl report::Summary for Summary<'_> {
@@ -605,10 +583,10 @@ impl report::Summary for Summary<'_> {
             "Checked {}, {}{}",
             count(r.rows, "media row", "media rows"),
             count(r.files, "file", "files"),
-            if self.has_store {
-                format!(", {}", count(r.objects, "object", "objects"))
-            } else {
-                " (no object store configured)".to_owned()
+            match self.stores {
+                Stores::Configured => format!(", {}", count(r.objects, "object", "objects")),
+                Stores::None => " (no object store configured)".to_owned(),
+                Stores::Dendrite => String::new(),
             }
         )];
         let mut section = |title: &str, f: &Finding, fixable: bool| {
@@ -620,17 +598,30 @@ impl report::Summary for Summary<'_> {
             }
         };
         section("1. Thumbnail rows without media", &r.orphan_thumbnail_rows, true);
-        section("2. Thumbnail files without media", &r.orphan_thumbnail_files, true);
+        let dendrite = self.stores == Stores::Dendrite;
+        if !dendrite {
+            // Under Dendrite a thumbnail file without a row is normal: the
+            // folder is shared by every row with the hash.
+            section("2. Thumbnail files without media", &r.orphan_thumbnail_files, true);
+        }
         section("3. Files no row knows", &r.unknown_files, true);
-        section("4. Lost media (no bytes on disk or in the store)", &r.lost_media, false);
-        if self.has_store {
+        if dendrite {
+            section("4. Lost media (no file on disk)", &r.lost_media, false);
+        } else {
+            section("4. Lost media (no bytes on disk or in the store)", &r.lost_media, false);
+        }
+        if self.stores == Stores::Configured {
             section("5. Objects no row knows", &r.unknown_objects, true);
         }
-        section(
-            "6. Local files whose size is not the homeserver's record (migrate repairs them)",
-            &r.damaged_files,
-            false,
-        );
+        if dendrite {
+            section("6. Files whose size is not the homeserver's record", &r.damaged_files, false);
+        } else {
+            section(
+                "6. Local files whose size is not the homeserver's record (migrate repairs them)",
+                &r.damaged_files,
+                false,
+            );
+        }
         if r.stale_cache_rows.count > 0 {
             section("7. cache.db rows of media that no longer exist", &r.stale_cache_rows, true);
         }
@@ -642,7 +633,7 @@ impl report::Summary for Summary<'_> {
             );
             lines.push(store::swift::ABSOLUTE_NAMES_FIX.to_owned());
         }
-        if !self.has_store {
+        if self.stores == Stores::None {
             lines.push("5. Objects no row knows: not checked (no object store configured)".to_owned());
         }
         if r.young > 0 {
@@ -654,9 +645,10 @@ impl report::Summary for Summary<'_> {
         }
         if r.not_media_files.count + r.not_media_objects.count > 0 {
             lines.push(format!(
-                "Left alone: {} and {} that are not in Synapse's layout",
+                "Left alone: {} and {} that are not in {}'s layout",
                 count(r.not_media_files.count, "file", "files"),
-                count(r.not_media_objects.count, "object", "objects")
+                count(r.not_media_objects.count, "object", "objects"),
+                if self.stores == Stores::Dendrite { "Dendrite" } else { "Synapse" }
             ));
         }
         for why in &r.fix_refused {
@@ -667,7 +659,8 @@ impl report::Summary for Summary<'_> {
 
     fn json(&self) -> serde_json::Value {
         let r = self.r;
-        json!({"command": "check", "fix": self.fix, "grace_period_secs": self.grace.as_secs(), "object_store": self.has_store,
+        json!({"command": "check", "fix": self.fix, "grace_period_secs": self.grace.as_secs(), "object_store": self.stores == Stores::Configured,
+               "homeserver": if self.stores == Stores::Dendrite { "dendrite" } else { "synapse" },
                "rows": r.rows, "files": r.files, "objects": r.objects,
                "orphan_thumbnail_rows": r.orphan_thumbnail_rows.json(),
                "orphan_thumbnail_files": r.orphan_thumbnail_files.json(),

@@ -43,6 +43,13 @@ impl Context {
         Ok(Self { cache_db, lock, json, file })
     }
 
+    /// Refuse a Dendrite homeserver (`dendrite_config` in the config file,
+    /// or `MEDIA_OFFLOAD_DENDRITE_CONFIG`) for a command that offloads
+    /// media: Dendrite cannot read media back from a store.
+    pub fn refuse_dendrite(&self, command: &str) -> Result<()> {
+        crate::config::dendrite::refuse_for_offload(&self.file, command)
+    }
+
     /// Take the run lock, then open cache.db. The lock is released when the
     /// returned guard is dropped.
     pub fn open_cache(&self) -> Result<(RunLock, Cache)> {

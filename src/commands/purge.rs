@@ -8,6 +8,10 @@
 //!   users, room members, the user directory or rooms), quarantined media,
 //!   media protected from quarantine, pending uploads or URL previews.
 //! * Without durations: `media_retention` from homeserver.yaml.
+//! * Dendrite (`--dendrite-config`): by `creation_ts`, local media only
+//!   when asked, never an avatar of any origin (profiles, rooms, room
+//!   members); a hash folder goes only with the last row of any origin
+//!   that has its hash, otherwise only the rows go.
 //!
 //! Order, per batch: the database rows (media and thumbnails) in one
 //! transaction, each re-checked against the rule so a media accessed since
@@ -24,14 +28,15 @@ use serde_json::json;
 
 use super::Context;
 use crate::cache::Cache;
+use crate::config::dendrite::{DendriteOptions, DendriteSettings};
 use crate::config::settings::{Settings, StoreOptions};
 use crate::duration::{cutoff_ms, parse_duration};
 use crate::error::Failure;
 use crate::faults;
-use crate::homeserver_db::{HomeserverDb, Param};
+use crate::homeserver_db::{Deleted, HomeserverDb, MediaDb, MediaKey, MediaRow, Retention};
 use crate::lock::{RunLock, StoreLock};
 use crate::media_store::fs::WalkedKind;
-use crate::media_store::{MediaKind, MediaPaths, MediaStore};
+use crate::media_store::{InvalidRow, MediaKind, MediaPaths, MediaStore};
 use crate::report::{self, naturalsize};
 use crate::store::{self, ObjectStore};
 
@@ -57,14 +62,10 @@ struct Tally {
     object_bytes: u64,
     avatars_kept: u64,
     kept_in_use: u64,
+    /// Media whose rows went but whose files other rows still use.
+    rows_only: u64,
     refused: u64,
     failed: u64,
-}
-
-struct Target {
-    origin: String,
-    media_id: String,
-    paths: MediaPaths,
 }
 
 /// What `purge` is asked to do.
@@ -78,11 +79,19 @@ pub struct Options {
     /// Purge although the database does not look like the live one.
     pub force: bool,
     pub store: StoreOptions,
+    /// A Dendrite homeserver instead of Synapse.
+    pub dendrite: DendriteOptions,
 }
 
 pub fn run(ctx: &Context, args: &Options) -> Result<()> {
+    if let Some(dendrite) = DendriteSettings::resolve(&args.dendrite, &ctx.file)? {
+        return run_dendrite(ctx, args, &dendrite);
+    }
     let settings = Settings::resolve(&args.store, &ctx.file)?;
-    let rules = rules(ctx, args, &settings)?;
+    let hs = &settings.homeserver;
+    let retention = [hs.remote_media_lifetime, hs.local_media_lifetime]
+        .map(|d| d.map(|d| (d, format!("{}: media_retention", hs.origin))));
+    let rules = rules(ctx, args, retention, &format!("media_retention in {}", hs.origin))?;
     let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
     let media = MediaStore::open(&settings.media_store_path, true)?;
     crate::lock::warn_if_root_over(&media);
@@ -98,7 +107,7 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     // A dry run changes nothing; and with no cache.db there is nothing to update.
     let mut cache = if args.dry_run || !ctx.cache_db.exists() { None } else { Some(Cache::open(&ctx.cache_db)?) };
     let mut db = HomeserverDb::connect_writable(&settings.database)?;
-    ensure_live(&mut db, &settings.database.describe(), &media, args.force, "purge")?;
+    ensure_live(db.media(), &settings.database.describe(), &media, args.force, "purge")?;
     let purger = Purger {
         media: &media,
         store: store.as_deref(),
@@ -106,38 +115,80 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
         dry_run: args.dry_run,
         listing: report::Listing::new(ctx.json),
         concurrency: settings.concurrency,
+        layout: synapse_paths,
     };
-
-    let mut results = Vec::new();
-    for rule in &rules {
-        log::info!(
-            "purging {} media not accessed for {} (from {})",
-            rule.kind.as_str(),
-            crate::duration::short(rule.older_than),
-            rule.source
-        );
-        let avatars = match rule.kind {
-            MediaKind::Local => avatar_media_ids(&mut db, settings.homeserver.server_name.as_deref())?,
-            MediaKind::Remote => HashSet::new(),
-        };
-        let tally = purger.purge(&mut db, cache.as_mut(), rule, &avatars)?;
-        results.push((rule.clone(), tally));
-    }
-    purger.listing.flush();
-    report::print(ctx.json, &Summary { dry_run: args.dry_run, results: &results, has_store: store.is_some() });
-    let failed: u64 = results.iter().map(|(_, t)| t.failed + t.refused).sum();
-    match failed {
-        0 => Ok(()),
-        count => Err(Failure::Partial { count }.into()),
-    }
+    let server_name = settings.homeserver.server_name.as_deref();
+    // Synapse's own purge keeps local avatars only.
+    purger.run(ctx, db.media(), cache.as_mut(), &rules, |db, kind| match kind {
+        MediaKind::Local => db.avatars(server_name),
+        MediaKind::Remote => Ok(HashSet::new()),
+    })
 }
 
-fn rules(ctx: &Context, args: &Options, settings: &Settings) -> Result<Vec<Rule>> {
+/// `purge --dendrite-config`: the same rules on Dendrite's tables and its
+/// shared hash folders; no cache.db and no object store (Dendrite reads
+/// none); avatars of any origin are kept.
+fn run_dendrite(ctx: &Context, args: &Options, dendrite: &DendriteSettings) -> Result<()> {
+    refuse_store_for_dendrite(&args.store, ctx, "purge")?;
+    let rules = rules(ctx, args, [None, None], "a Dendrite homeserver has no retention setting of its own")?;
+    let _lock = RunLock::acquire(&ctx.cache_db, ctx.lock)?;
+    let media = MediaStore::open_dendrite(&dendrite.base_path, true)?;
+    crate::lock::warn_if_root_over(&media);
+    let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
+    let mut db = crate::homeserver_db::dendrite::connect(dendrite, true)?;
+    ensure_live(&mut *db, &dendrite.describe(), &media, args.force, "purge")?;
+    let purger = Purger {
+        media: &media,
+        store: None,
+        prefix: "",
+        dry_run: args.dry_run,
+        listing: report::Listing::new(ctx.json),
+        concurrency: args.store.concurrency.map_or(16, usize::from),
+        layout: dendrite_paths,
+    };
+    let mut avatars = None;
+    purger.run(ctx, &mut *db, None, &rules, |db, _| {
+        if avatars.is_none() {
+            avatars = Some(db.avatars(None)?);
+        }
+        Ok(avatars.clone().unwrap_or_default())
+    })
+}
+
+/// Dendrite's layout: one folder per hash.
+pub(crate) fn dendrite_paths(row: &MediaRow) -> Result<MediaPaths, InvalidRow> {
+    MediaPaths::dendrite(&row.key.origin, &row.key.media_id, &row.location)
+}
+
+/// Refuse object store settings for a Dendrite homeserver: it reads none.
+pub(crate) fn refuse_store_for_dendrite(flags: &StoreOptions, ctx: &Context, command: &str) -> Result<()> {
+    let flag = [
+        (flags.bucket.is_some(), "--bucket"),
+        (flags.homeserver_config_path.is_some(), "--homeserver-config-path"),
+        (flags.media_store_path.is_some(), "--media-store-path"),
+        (ctx.file.config.bucket.is_some(), "bucket in the config file"),
+    ]
+    .into_iter()
+    .find_map(|(set, name)| set.then_some(name));
+    if let Some(name) = flag {
+        bail!(
+            "{command} --dendrite-config does not take {name}: the media store is media_api.base_path in              dendrite.yaml, and Dendrite cannot read media from an object store"
+        );
+    }
+    Ok(())
+}
+
+fn rules(
+    ctx: &Context,
+    args: &Options,
+    retention: [Option<(Duration, String)>; 2],
+    where_else: &str,
+) -> Result<Vec<Rule>> {
     let file = &ctx.file.config.purge;
     // The policy comes whole from the first place that sets one: the
-    // command line, else the config file's purge section, else
-    // media_retention. A kind one of them leaves out is not purged, so
-    // `--remote-older-than` alone never deletes local media.
+    // command line, else the config file's purge section, else the
+    // homeserver's retention. A kind one of them leaves out is not purged,
+    // so `--remote-older-than` alone never deletes local media.
     let from_flags = [(args.remote_older_than, "--remote-older-than"), (args.local_older_than, "--local-older-than")]
         .map(|(d, name)| d.map(|d| (d, name.to_owned())));
     let from_file = |text: &Option<String>, key: &str| -> Result<Option<(Duration, String)>> {
@@ -145,7 +196,6 @@ fn rules(ctx: &Context, args: &Options, settings: &Settings) -> Result<Vec<Rule>
         let source = ctx.file.source(&format!("purge.{key}"));
         parse_duration(text).map(|d| Some((d, source.clone()))).map_err(|e| anyhow!("{source}: {e}"))
     };
-    let retention = |d: Option<Duration>| d.map(|d| (d, format!("{}: media_retention", settings.homeserver.origin)));
     let [remote, local] = if from_flags.iter().any(Option::is_some) {
         from_flags
     } else if file.remote_older_than.is_some() || file.local_older_than.is_some() {
@@ -154,7 +204,7 @@ fn rules(ctx: &Context, args: &Options, settings: &Settings) -> Result<Vec<Rule>
             from_file(&file.local_older_than, "local_older_than")?,
         ]
     } else {
-        [retention(settings.homeserver.remote_media_lifetime), retention(settings.homeserver.local_media_lifetime)]
+        retention
     };
     let size_gt = args.size_gt.or(file.size_gt).unwrap_or(0);
     let size_gt = i64::try_from(size_gt).map_err(|_| anyhow!("--size-gt {size_gt} is too large"))?;
@@ -166,33 +216,11 @@ fn rules(ctx: &Context, args: &Options, settings: &Settings) -> Result<Vec<Rule>
     }
     if rules.is_empty() {
         bail!(
-            "nothing to purge: no retention is set. Pass --remote-older-than and/or --local-older-than, set \
-             purge.remote_older_than or purge.local_older_than in the config file, or media_retention in {}",
-            settings.homeserver.origin
+            "nothing to purge: no retention is set. Pass --remote-older-than and/or --local-older-than, or set \
+             purge.remote_older_than or purge.local_older_than in the config file ({where_else})"
         );
     }
     Ok(rules)
-}
-
-/// Local media ids in use as an avatar, as Synapse's own purge protects
-/// them: profiles, room memberships, the user directory and room state.
-fn avatar_media_ids(db: &mut HomeserverDb, server_name: Option<&str>) -> Result<HashSet<String>> {
-    const SQL: &str = "SELECT avatar_url FROM profiles WHERE avatar_url LIKE 'mxc://%' \
-         UNION SELECT avatar_url FROM room_memberships WHERE avatar_url LIKE 'mxc://%' \
-         UNION SELECT avatar_url FROM user_directory WHERE avatar_url LIKE 'mxc://%' \
-         UNION SELECT avatar FROM room_stats_state WHERE avatar LIKE 'mxc://%'";
-    let mut ids = HashSet::new();
-    db.for_each_row(SQL, &[], "avatars (profiles, room_memberships, user_directory, room_stats_state)", |row| {
-        let Some(url) = row.into_iter().next().flatten() else { return Ok(()) };
-        let Some((server, id)) = url.trim_start_matches("mxc://").split_once('/') else { return Ok(()) };
-        // Without a server_name, any server's id protects ours: safe side.
-        if server_name.is_none_or(|name| name == server) {
-            ids.insert(id.to_owned());
-        }
-        Ok(())
-    })?;
-    log::debug!("{} local media are avatars and will be kept", ids.len());
-    Ok(ids)
 }
 
 /// Refuse to act on a database that is not the one Synapse writes to now.
@@ -207,7 +235,7 @@ fn avatar_media_ids(db: &mut HomeserverDb, server_name: Option<&str>) -> Result<
 /// media store lives on without this database. (The walk happens only on a
 /// database with no activity for a day: a quiet, small homeserver.)
 pub(crate) fn ensure_live(
-    db: &mut HomeserverDb,
+    db: &mut dyn MediaDb,
     db_name: &str,
     media: &MediaStore,
     force: bool,
@@ -216,11 +244,7 @@ pub(crate) fn ensure_live(
     const DAY_MS: i64 = 86_400_000;
     let now = cutoff_ms(Duration::ZERO);
     let recent = |ts: Option<i64>| ts.is_some_and(|ts| now - ts < DAY_MS);
-    let event = db.newest_event();
-    if recent(event) {
-        return Ok(());
-    }
-    let newest = event.max(db.newest_media_activity()?);
+    let newest = db.newest_activity()?;
     if recent(newest) {
         return Ok(());
     }
@@ -248,8 +272,8 @@ pub(crate) fn ensure_live(
     };
     let message = format!(
         "the database's ({db_name}) newest {newest_text}, but the media store {} holds {rel}, modified \
-         {}: this does not look like the database Synapse uses now (a SQLite file left behind after moving to \
-         PostgreSQL looks like this)",
+         {}: this does not look like the database the homeserver uses now (a SQLite file left behind after \
+         moving to PostgreSQL looks like this)",
         media.base().display(),
         humantime::format_rfc3339_seconds(modified)
     );
@@ -260,59 +284,113 @@ pub(crate) fn ensure_live(
     bail!("refusing to {what}: {message}. Check the database settings, or pass --force")
 }
 
-struct Purger<'a> {
-    media: &'a MediaStore,
-    store: Option<&'a dyn ObjectStore>,
-    prefix: &'a str,
-    dry_run: bool,
+/// Where a homeserver keeps a media's files, from its row.
+pub(crate) type Layout = fn(&MediaRow) -> Result<MediaPaths, InvalidRow>;
+
+/// Synapse's layout: by origin and filesystem id.
+pub(crate) fn synapse_paths(row: &MediaRow) -> Result<MediaPaths, InvalidRow> {
+    MediaPaths::new(&row.key.origin, &row.key.media_id, &row.location, row.kind)
+}
+
+/// A media whose rows are gone (or, in a dry run, would go).
+struct Target {
+    deleted: Deleted,
+    paths: MediaPaths,
+}
+
+pub(crate) struct Purger<'a> {
+    pub media: &'a MediaStore,
+    pub store: Option<&'a dyn ObjectStore>,
+    pub prefix: &'a str,
+    pub dry_run: bool,
     /// What a dry run would delete, printed sorted at the end.
-    listing: report::Listing,
-    concurrency: usize,
+    pub listing: report::Listing,
+    pub concurrency: usize,
+    pub layout: Layout,
 }
 
 impl Purger<'_> {
+    /// Every rule in turn, then the listing of a dry run and the summary.
+    fn run(
+        &self,
+        ctx: &Context,
+        db: &mut dyn MediaDb,
+        mut cache: Option<&mut Cache>,
+        rules: &[Rule],
+        mut avatars: impl FnMut(&mut dyn MediaDb, MediaKind) -> Result<HashSet<MediaKey>>,
+    ) -> Result<()> {
+        let mut results = Vec::new();
+        for rule in rules {
+            log::info!(
+                "purging {} media not accessed for {} (from {})",
+                rule.kind.as_str(),
+                crate::duration::short(rule.older_than),
+                rule.source
+            );
+            let keep = avatars(db, rule.kind)?;
+            let tally = self.purge(db, cache.as_deref_mut(), rule, &keep)?;
+            results.push((rule.clone(), tally));
+        }
+        self.listing.flush();
+        report::print(ctx.json, &Summary { dry_run: self.dry_run, results: &results, has_store: self.store.is_some() });
+        let failed: u64 = results.iter().map(|(_, t)| t.failed + t.refused).sum();
+        match failed {
+            0 => Ok(()),
+            count => Err(Failure::Partial { count }.into()),
+        }
+    }
+
+    /// Purge what `rule` selects: page by page, rows first (in one
+    /// transaction per page; a dry run rolls it back), then cache.db, then
+    /// files, then objects.
     fn purge(
         &self,
-        db: &mut HomeserverDb,
+        db: &mut dyn MediaDb,
         mut cache: Option<&mut Cache>,
         rule: &Rule,
-        avatars: &HashSet<String>,
+        avatars: &HashSet<MediaKey>,
     ) -> Result<Tally> {
         let mut tally = Tally::default();
-        let mut after = (String::new(), String::new());
+        let mut after: Option<MediaKey> = None;
+        let retention = Retention { kind: rule.kind, cutoff_ms: rule.cutoff_ms, size_gt: rule.size_gt };
         loop {
-            let page = select_page(db, rule, &after)?;
+            let page = db.candidates(&retention, after.as_ref(), BATCH)?;
             let Some(last) = page.last() else { break };
-            after = (last.0.clone(), last.1.clone());
-            let mut targets = Vec::with_capacity(page.len());
-            for (origin, media_id, filesystem_id) in page {
-                if rule.kind == MediaKind::Local && avatars.contains(&media_id) {
+            after = Some(last.key.clone());
+            let mut chosen = Vec::with_capacity(page.len());
+            for row in page {
+                if avatars.contains(&row.key) {
                     tally.avatars_kept += 1;
                     continue;
                 }
-                match MediaPaths::new(&origin, &media_id, &filesystem_id, rule.kind) {
-                    Ok(paths) => targets.push(Target { origin, media_id, paths }),
+                match (self.layout)(&row) {
+                    Ok(_) => chosen.push(row),
                     Err(invalid) => {
                         log::error!("{invalid}; its row is kept");
                         tally.refused += 1;
                     }
                 }
             }
+            let deleted = db.delete_page(&retention, &chosen, self.dry_run)?;
             if self.dry_run {
-                for t in &targets {
-                    self.listing.add(format!("would delete row {} {}", rule.kind.as_str(), mxc(t)));
+                for d in &deleted {
+                    self.listing.add(format!("would delete row {} {}", rule.kind.as_str(), mxc(&d.row.key)));
                 }
             } else {
-                let deleted = delete_rows(db, rule, &targets)?;
                 faults::point("after-purge-commit");
-                tally.kept_in_use += (targets.len() - deleted.iter().filter(|d| **d).count()) as u64;
-                targets = targets.into_iter().zip(deleted).filter_map(|(t, d)| d.then_some(t)).collect();
+                tally.kept_in_use += (chosen.len() - deleted.len()) as u64;
                 if let Some(cache) = cache.as_deref_mut() {
-                    let keys: Vec<_> = targets.iter().map(|t| (t.origin.clone(), t.media_id.clone())).collect();
+                    let keys: Vec<_> =
+                        deleted.iter().map(|d| (d.row.key.origin.clone(), d.row.key.media_id.clone())).collect();
                     cache.remove(&keys)?;
                 }
             }
-            tally.media += targets.len() as u64;
+            tally.media += deleted.len() as u64;
+            let targets: Vec<Target> = deleted
+                .into_iter()
+                .filter_map(|deleted| Some(Target { paths: (self.layout)(&deleted.row).ok()?, deleted }))
+                .collect();
+            tally.rows_only += targets.iter().filter(|t| t.deleted.shared).count() as u64;
             self.remove_bytes(&targets, &mut tally);
         }
         Ok(tally)
@@ -344,7 +422,10 @@ impl Purger<'_> {
     }
 
     fn remove_one(&self, t: &Target, tally: &mut Tally) {
-        if self.dry_run {
+        let who = mxc(&t.deleted.row.key);
+        if t.deleted.shared {
+            // Other rows still use these files: only the rows went.
+        } else if self.dry_run {
             match self.media.files_of(&t.paths) {
                 Ok(listing) => {
                     for f in listing.files {
@@ -366,37 +447,29 @@ impl Purger<'_> {
                     faults::point("after-purge-files");
                 }
                 Err(e) => {
-                    log::error!("deleting files of {} (its row is gone; `check --fix` removes the rest): {e}", mxc(t));
+                    log::error!("deleting files of {who} (its row is gone; `check --fix` removes the rest): {e}");
                     tally.failed += 1;
                 }
             }
         }
         let Some(store) = self.store else { return };
-        let original = format!("{}{}", self.prefix, t.paths.original);
-        let thumbnails = format!("{}{}/", self.prefix, t.paths.thumbnail_dir);
-        let mut keys = Vec::new();
-        let listed = store
-            .list(&original, &mut |o| {
-                if o.key == original {
-                    keys.push(o);
+        // The keys follow from the rows that went: no listing of the store.
+        let keys = std::iter::once(format!("{}{}", self.prefix, t.paths.original)).chain(
+            t.deleted.thumbnails.iter().map(|(name, _)| format!("{}{}/{name}", self.prefix, t.paths.thumbnail_dir)),
+        );
+        for key in keys {
+            let size = match store.head(&key) {
+                Ok(Some(info)) => info.size,
+                Ok(None) => continue,
+                Err(e) => {
+                    log::error!("looking up object {key} of {who}: {e}");
+                    tally.failed += 1;
+                    continue;
                 }
-                Ok(())
-            })
-            .and_then(|()| {
-                store.list(&thumbnails, &mut |o| {
-                    keys.push(o);
-                    Ok(())
-                })
-            });
-        if let Err(e) = listed {
-            log::error!("listing objects of {}: {e}", mxc(t));
-            tally.failed += 1;
-            return;
-        }
-        for o in keys {
+            };
             if self.dry_run {
-                self.listing.add(format!("would delete object {} ({})", o.key, naturalsize(o.size)));
-            } else if let Err(e) = store.delete(&o.key) {
+                self.listing.add(format!("would delete object {key} ({})", naturalsize(size)));
+            } else if let Err(e) = store.delete(&key) {
                 log::error!("{e} (its row is gone; `check --fix` removes the object)");
                 tally.failed += 1;
                 continue;
@@ -404,110 +477,13 @@ impl Purger<'_> {
                 faults::point("after-purge-object");
             }
             tally.objects += 1;
-            tally.object_bytes += o.size;
+            tally.object_bytes += size;
         }
     }
 }
 
-fn mxc(t: &Target) -> String {
-    if t.origin.is_empty() { format!("(local)/{}", t.media_id) } else { format!("{}/{}", t.origin, t.media_id) }
-}
-
-/// The conditions a row must meet to be purged, shared by the selection and
-/// the deletion (which re-checks them, so a media accessed meanwhile stays).
-fn conditions(kind: MediaKind) -> &'static str {
-    match kind {
-        MediaKind::Remote => "COALESCE(last_access_ts, created_ts) < CAST($1 AS BIGINT) AND quarantined_by IS NULL",
-        MediaKind::Local => {
-            "COALESCE(last_access_ts, created_ts) < CAST($1 AS BIGINT) AND media_length IS NOT NULL \
-             AND media_length > CAST($2 AS BIGINT) AND url_cache IS NULL AND quarantined_by IS NULL \
-             AND NOT safe_from_quarantine"
-        }
-    }
-}
-
-/// The next page of candidates after `after` (origin, media_id), by key.
-fn select_page(db: &mut HomeserverDb, rule: &Rule, after: &(String, String)) -> Result<Vec<(String, String, String)>> {
-    let sql = match rule.kind {
-        MediaKind::Remote => format!(
-            "SELECT media_origin, media_id, filesystem_id FROM remote_media_cache WHERE {} \
-             AND (media_origin > $2 OR (media_origin = $2 AND media_id > $3)) \
-             ORDER BY media_origin, media_id LIMIT {BATCH}",
-            conditions(MediaKind::Remote)
-        ),
-        MediaKind::Local => format!(
-            "SELECT '', media_id, media_id FROM local_media_repository WHERE {} AND media_id > $3 \
-             ORDER BY media_id LIMIT {BATCH}",
-            conditions(MediaKind::Local)
-        ),
-    };
-    let params = match rule.kind {
-        MediaKind::Remote => {
-            vec![Param::Int(rule.cutoff_ms), Param::Text(after.0.clone()), Param::Text(after.1.clone())]
-        }
-        MediaKind::Local => vec![Param::Int(rule.cutoff_ms), Param::Int(rule.size_gt), Param::Text(after.1.clone())],
-    };
-    let mut page = Vec::new();
-    let table = match rule.kind {
-        MediaKind::Remote => "remote_media_cache",
-        MediaKind::Local => "local_media_repository",
-    };
-    db.for_each_row(&sql, &params, table, |row| {
-        let mut row = row.into_iter().map(Option::unwrap_or_default);
-        let mut next = || row.next().unwrap_or_default();
-        page.push((next(), next(), next()));
-        Ok(())
-    })?;
-    Ok(page)
-}
-
-/// Delete the rows of `targets` (media and thumbnails) in one transaction;
-/// true for each media whose row was deleted.
-fn delete_rows(db: &mut HomeserverDb, rule: &Rule, targets: &[Target]) -> Result<Vec<bool>> {
-    if targets.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (media_sql, thumbs_sql) = match rule.kind {
-        MediaKind::Remote => (
-            format!(
-                "DELETE FROM remote_media_cache WHERE {} AND media_origin = $2 AND media_id = $3",
-                conditions(MediaKind::Remote)
-            ),
-            "DELETE FROM remote_media_cache_thumbnails WHERE media_origin = $1 AND media_id = $2".to_owned(),
-        ),
-        MediaKind::Local => (
-            format!("DELETE FROM local_media_repository WHERE {} AND media_id = $3", conditions(MediaKind::Local)),
-            "DELETE FROM local_media_repository_thumbnails WHERE media_id = $1".to_owned(),
-        ),
-    };
-    let mut statements = Vec::with_capacity(targets.len() * 2);
-    for t in targets {
-        let index = statements.len();
-        match rule.kind {
-            MediaKind::Remote => {
-                statements.push((
-                    media_sql.as_str(),
-                    vec![Param::Int(rule.cutoff_ms), Param::Text(t.origin.clone()), Param::Text(t.media_id.clone())],
-                    None,
-                ));
-                statements.push((
-                    thumbs_sql.as_str(),
-                    vec![Param::Text(t.origin.clone()), Param::Text(t.media_id.clone())],
-                    Some(index),
-                ));
-            }
-            MediaKind::Local => {
-                statements.push((
-                    media_sql.as_str(),
-                    vec![Param::Int(rule.cutoff_ms), Param::Int(rule.size_gt), Param::Text(t.media_id.clone())],
-                    None,
-                ));
-                statements.push((thumbs_sql.as_str(), vec![Param::Text(t.media_id.clone())], Some(index)));
-            }
-        }
-    }
-    let changed = db.transaction(&statements)?;
-    Ok(changed.chunks(2).map(|pair| pair[0] > 0).collect())
+fn mxc(key: &MediaKey) -> String {
+    if key.origin.is_empty() { format!("(local)/{}", key.media_id) } else { format!("{}/{}", key.origin, key.media_id) }
 }
 
 /// `purge`'s summary: per kind purged, what went and what was kept.
@@ -547,6 +523,13 @@ impl report::Summary for Summary<'_> {
                 let avatars = report::count(t.avatars_kept, "avatar", "avatars");
                 lines.push(format!("{} {avatars}", report::did(dry, "Kept", "keep")));
             }
+            if t.rows_only > 0 {
+                lines.push(format!(
+                    "{} the rows only of {} whose files other rows still use",
+                    report::did(dry, "Deleted", "delete"),
+                    report::count(t.rows_only, "media", "media")
+                ));
+            }
             if t.kept_in_use > 0 {
                 lines.push(format!("Kept {} media accessed or protected since they were selected", t.kept_in_use));
             }
@@ -569,6 +552,7 @@ impl report::Summary for Summary<'_> {
                 json!({"older_than_secs": rule.older_than.as_secs(), "source": rule.source, "cutoff_ms": rule.cutoff_ms,
                        "media": t.media, "files": t.files, "file_bytes": t.file_bytes, "objects": t.objects,
                        "object_bytes": t.object_bytes, "avatars_kept": t.avatars_kept, "kept_in_use": t.kept_in_use,
+                       "rows_only": t.rows_only,
                        "refused": t.refused, "failed": t.failed}),
             );
         }

@@ -112,6 +112,13 @@ const IGNORED_KEYWORDS: &[&str] = &[
 /// `./database.yaml` if it exists, else the `database` section of the
 /// homeserver config. Returns the settings and where they came from.
 pub fn locate_database(config: &HomeserverConfig) -> Result<(DbConfig, String)> {
+    if super::dendrite::looks_like_dendrite(config) {
+        bail!(
+            "{} is a Dendrite config (it has global and media_api sections): Dendrite cannot read media from an \
+             object store, so the offload commands refuse it; purge and check take it as --dendrite-config",
+            config.description
+        );
+    }
     let database_yaml = Path::new("database.yaml");
     if database_yaml.is_file() {
         let doc = read_yaml(database_yaml)?;
@@ -209,7 +216,7 @@ fn pg_from_args(args: &Value, field: &str) -> Result<PgSettings> {
 }
 
 /// Parse `key=value key='quoted value'` (libpq's conninfo format).
-fn apply_dsn(s: &mut PgSettings, dsn: &str, field: &str) -> Result<()> {
+pub(crate) fn apply_dsn(s: &mut PgSettings, dsn: &str, field: &str) -> Result<()> {
     if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
         bail!("{field}.dsn: connection URLs are not supported; use key=value pairs or separate keys");
     }
@@ -257,7 +264,7 @@ fn apply_dsn(s: &mut PgSettings, dsn: &str, field: &str) -> Result<()> {
     }
 }
 
-fn set_keyword(s: &mut PgSettings, key: &str, value: &str, name: &str) -> Result<()> {
+pub(crate) fn set_keyword(s: &mut PgSettings, key: &str, value: &str, name: &str) -> Result<()> {
     let secs = |v: &str| -> Result<Duration> {
         v.trim()
             .parse::<u64>()

@@ -23,6 +23,14 @@
 //! check:
 //!   grace_period: 1h
 //! ```
+//!
+//! For a Dendrite homeserver (purge and check only), instead of
+//! `homeserver_config_path`:
+//!
+//! ```yaml
+//! dendrite_config: /etc/dendrite/dendrite.yaml
+//! dendrite_working_dir: /var/lib/dendrite   # what its relative paths are relative to
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +48,10 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "one_or_many")]
     pub homeserver_config_path: Option<Vec<PathBuf>>,
     pub media_store_path: Option<PathBuf>,
+    /// A Dendrite homeserver's dendrite.yaml (`purge` and `check`).
+    pub dendrite_config: Option<PathBuf>,
+    /// The folder Dendrite runs in: its relative paths start there.
+    pub dendrite_working_dir: Option<PathBuf>,
     pub cache_db: Option<PathBuf>,
     /// `migrate`: offload media not accessed for this long (s3_media_upload units).
     pub duration: Option<String>,

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_yaml_ng::Value;
 
 pub mod database;
+pub mod dendrite;
 pub mod file;
 pub mod homeserver;
 pub mod settings;

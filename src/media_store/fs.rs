@@ -23,14 +23,18 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
-use super::{MediaPaths, TOP_LEVEL, check_component};
+use super::{DENDRITE_TOP_LEVEL, MediaPaths, TOP_LEVEL, check_component};
 
 /// A media store directory, opened.
 pub struct MediaStore {
     base: PathBuf,
     root: rustix::fd::OwnedFd,
-    /// The four top-level folders, opened on first use.
-    tops: [OnceLock<Arc<rustix::fd::OwnedFd>>; 4],
+    /// Whose layout: Synapse's four top-level folders, or Dendrite's one
+    /// folder per first character of a hash.
+    homeserver: &'static str,
+    names: &'static [&'static str],
+    /// The top-level folders, opened on first use.
+    tops: Vec<OnceLock<Arc<rustix::fd::OwnedFd>>>,
 }
 
 /// A regular file of a media, as found by a listing.
@@ -163,12 +167,29 @@ impl MediaStore {
     /// there are rows to judge against it (a typo must not mark every
     /// media as deleted).
     pub fn open(base: &Path, has_rows: bool) -> anyhow::Result<Self> {
+        Self::open_as(base, has_rows, "Synapse", TOP_LEVEL)
+    }
+
+    /// Open a Dendrite media store (`media_api.base_path`): its top-level
+    /// folders are the first characters of the hashes; `tmp/` (Dendrite's
+    /// uploads in progress) is never walked nor touched.
+    pub fn open_dendrite(base: &Path, has_rows: bool) -> anyhow::Result<Self> {
+        Self::open_as(base, has_rows, "Dendrite", DENDRITE_TOP_LEVEL)
+    }
+
+    fn open_as(
+        base: &Path,
+        has_rows: bool,
+        homeserver: &'static str,
+        names: &'static [&'static str],
+    ) -> anyhow::Result<Self> {
         let root = rustix::fs::open(base, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| match e {
                 Errno::NOTDIR => anyhow::anyhow!("media store {} is not a directory", base.display()),
                 e => anyhow::anyhow!("media store {}: {}", base.display(), io::Error::from(e)),
             })?;
-        let store = Self { base: base.to_owned(), root, tops: Default::default() };
+        let tops = names.iter().map(|_| OnceLock::new()).collect();
+        let store = Self { base: base.to_owned(), root, homeserver, names, tops };
         store.ensure_layout(has_rows)?;
         Ok(store)
     }
@@ -176,11 +197,16 @@ impl MediaStore {
     /// Refuse a folder with none of Synapse's top-level folders while there
     /// are rows to judge against it.
     pub fn ensure_layout(&self, has_rows: bool) -> anyhow::Result<()> {
-        if has_rows && !TOP_LEVEL.iter().any(|top| self.top(top).is_ok_and(|t| t.is_some())) {
+        if has_rows && !self.names.iter().any(|top| self.top(top).is_ok_and(|t| t.is_some())) {
+            let expected = if self.names.len() > 8 {
+                "a folder named by a hash's first character".to_owned()
+            } else {
+                self.names.join(", ")
+            };
             anyhow::bail!(
-                "{} does not look like a Synapse media store (none of {} inside); check the media store path",
+                "{} does not look like a {} media store (none of {expected} inside); check the media store path",
                 self.base.display(),
-                TOP_LEVEL.join(", ")
+                self.homeserver,
             );
         }
         Ok(())
@@ -199,7 +225,7 @@ impl MediaStore {
     /// A top-level folder, opened (following a symlink) on first use;
     /// `None` while it does not exist.
     fn top(&self, name: &str) -> io::Result<Option<Arc<rustix::fd::OwnedFd>>> {
-        let index = TOP_LEVEL.iter().position(|t| *t == name).ok_or_else(|| {
+        let index = self.names.iter().position(|t| *t == name).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: not a top-level folder of a media store"))
         })?;
         if let Some(fd) = self.tops[index].get() {
@@ -297,6 +323,8 @@ impl MediaStore {
             }
         }
         listing.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        // Dendrite keeps the original in the thumbnails' folder.
+        listing.files.dedup_by(|a, b| a.rel == b.rel);
         Ok(listing)
     }
 
@@ -467,11 +495,11 @@ impl MediaStore {
         }
     }
 
-    /// Visit every entry below the four top-level folders, depth first in
+    /// Visit every entry below the top-level folders, depth first in
     /// name order, never following a symlink. Folders are descended into,
     /// not visited.
     pub fn walk(&self, each: &mut dyn FnMut(Walked) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        for top in TOP_LEVEL {
+        for top in self.names {
             let Some(fd) = self.top(top)? else { continue };
             self.walk_dir(&fd, top, each)?;
         }

@@ -10,6 +10,14 @@ pub use fs::{Listing, LocalFile, MediaStore, Skipped, Unlinked};
 /// Top-level folders of a Synapse media store. Never pruned.
 pub const TOP_LEVEL: &[&str] = &["local_content", "local_thumbnails", "remote_content", "remote_thumbnail"];
 
+/// Top-level folders of a Dendrite media store: a hash's first character
+/// (unpadded URL-safe base64). Its `tmp/` folder is not among them.
+pub const DENDRITE_TOP_LEVEL: &[&str] = &[
+    "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M", "N", "O", "P", "Q", "R", "S", "T", "U", "V", "W",
+    "X", "Y", "Z", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t",
+    "u", "v", "w", "x", "y", "z", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "-", "_",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {
     Local,
@@ -75,6 +83,46 @@ impl MediaPaths {
         };
         Ok(Self { original: format!("{content}/{a}/{b}/{rest}"), thumbnail_dir: format!("{thumbs}/{a}/{b}/{rest}") })
     }
+}
+
+impl MediaPaths {
+    /// Where Dendrite keeps the media of hash `hash`
+    /// (`mediaapi/fileutils`: `h[0]/h[1]/h[2:]/file`, thumbnails beside it
+    /// as `thumbnail-<w>x<h>-<method>`): one folder per hash, shared by
+    /// every row with that hash. Only unpadded URL-safe base64, as Dendrite
+    /// writes it, of 3 to 255 characters is accepted.
+    pub fn dendrite(origin: &str, media_id: &str, hash: &str) -> Result<Self, InvalidRow> {
+        let invalid = |reason: String| InvalidRow { origin: origin.to_owned(), media_id: media_id.to_owned(), reason };
+        if !(3..=255).contains(&hash.len()) {
+            return Err(invalid(format!("base64hash {hash:?} is not 3 to 255 characters long")));
+        }
+        if !is_base64url(hash) {
+            return Err(invalid(format!("base64hash {hash:?} is not unpadded URL-safe base64")));
+        }
+        let folder = format!("{}/{}/{}", &hash[..1], &hash[1..2], &hash[2..]);
+        Ok(Self { original: format!("{folder}/file"), thumbnail_dir: folder })
+    }
+}
+
+fn is_base64url(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A path in a Dendrite media store read back: the hash whose folder it is
+/// in and the file's name (`file`, or a thumbnail's), or `None` for
+/// anything that is not Dendrite's layout.
+pub fn dendrite_file(rel: &str) -> Option<(String, &str)> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let [a, b, rest, name] = parts[..] else { return None };
+    if a.len() != 1 || b.len() != 1 || rest.is_empty() || !is_base64url(&format!("{a}{b}{rest}")) {
+        return None;
+    }
+    (name == "file" || name.starts_with("thumbnail-")).then(|| (format!("{a}{b}{rest}"), name))
+}
+
+/// The file name Dendrite gives a thumbnail (`mediaapi/thumbnailer`).
+pub fn dendrite_thumbnail_name(width: i64, height: i64, method: &str) -> String {
+    format!("thumbnail-{width}x{height}-{method}")
 }
 
 /// What a path in the media store (or an object key without its prefix)
@@ -196,6 +244,21 @@ mod tests {
         ] {
             assert!(MediaPaths::new(origin, "id", fs_id, kind).is_err(), "{origin:?} {fs_id:?}");
         }
+    }
+
+    #[test]
+    fn dendrite_layout_round_trips_and_refuses_what_it_never_writes() {
+        let p = MediaPaths::dendrite("o", "m", "qwerty").unwrap();
+        assert_eq!((p.original.as_str(), p.thumbnail_dir.as_str()), ("q/w/erty/file", "q/w/erty"));
+        assert_eq!(dendrite_file("q/w/erty/file"), Some(("qwerty".to_owned(), "file")));
+        assert_eq!(dendrite_file("q/w/erty/thumbnail-32x32-crop"), Some(("qwerty".to_owned(), "thumbnail-32x32-crop")));
+        for bad in ["tmp/x/y/file", "q/w/erty/other", "q/w/file", "qq/w/erty/file", "q/w/er.y/file"] {
+            assert_eq!(dendrite_file(bad), None, "{bad}");
+        }
+        for bad in ["ab", "../x", "a/bcdef", "abc=", "ab.cd", &"a".repeat(256)] {
+            assert!(MediaPaths::dendrite("o", "m", bad).is_err(), "{bad}");
+        }
+        assert_eq!(dendrite_thumbnail_name(640, 480, "scale"), "thumbnail-640x480-scale");
     }
 
     #[test]
