@@ -12,6 +12,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cache;
+pub mod dendrite;
 pub mod env;
 pub mod fault_proxy;
 pub mod flows;
@@ -26,6 +27,7 @@ pub mod synapse_schema;
 pub mod yaml;
 
 pub use cache::*;
+pub use dendrite::*;
 pub use env::*;
 pub use fault_proxy::*;
 pub use flows::*;

@@ -34,15 +34,20 @@ fn superuser_client(dbname: &str) -> Client {
 impl PgDb {
     /// Creates the database with Synapse's media tables.
     pub fn create() -> PgDb {
+        let db = Self::create_empty();
+        db.batch(SYNAPSE_MEDIA_SCHEMA_POSTGRES);
+        db
+    }
+
+    /// Creates an empty database (for a homeserver other than Synapse).
+    pub fn create_empty() -> PgDb {
         let name = format!("mo_test_{}", unique_suffix());
         superuser_client("postgres")
             .batch_execute(&format!(
                 "CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
             ))
             .expect("CREATE DATABASE");
-        let db = PgDb { name, roles: Default::default() };
-        db.batch(SYNAPSE_MEDIA_SCHEMA_POSTGRES);
-        db
+        PgDb { name, roles: Default::default() }
     }
 
     /// A superuser connection to this database over the unix socket.
