@@ -128,6 +128,13 @@ const FILES: &[(&str, &str)] = &[
          database, media_retention and the S3 storage provider's settings.",
     ),
     (
+        "dendrite.yaml",
+        "A Dendrite homeserver's config (purge and check --dendrite-config, dendrite_config in the config \
+         file): media_api.base_path, the media, account and sync databases, global.server_name. Its relative \
+         paths start in Dendrite's working directory (--dendrite-working-dir). The offload commands refuse \
+         Dendrite, which cannot read media from an object store.",
+    ),
+    (
         "/etc/media-offload/config.yaml",
         "The config file of the shipped units (root-only, passed as a systemd credential). Unknown keys and \
          secrets are refused. An annotated example is /usr/share/doc/media-offload/examples/config.yaml.example.",
