@@ -245,6 +245,9 @@ pub fn man_page() -> Vec<u8> {
         body.control("TP", []).text([bold(code.to_string())]).text([roman(*meaning)]);
     }
 
+    // Lists of long names and paths follow: left-aligned, not justified
+    // (justifying them leaves lines groff "cannot adjust").
+    body.control("ad", ["l"]);
     body.control("SH", ["ENVIRONMENT"]);
     for arg in all_arguments(&cmd).filter(|a| !a.is_hide_env_set()) {
         if let Some(env) = arg.get_env() {
