@@ -17,7 +17,8 @@
 //! yet recorded), `before-mark` (a media's files all gone, cache.db not yet
 //! written); for purge `after-purge-commit` (a batch's rows deleted,
 //! nothing else yet), `after-purge-files` (a media's files deleted, its
-//! objects not) and `after-purge-object`; for update-db `update-db-batch`
+//! objects not) and `after-purge-object` (a batch delete of object keys
+//! done, the next batch's rows not yet deleted); for update-db `update-db-batch`
 //! and `update-db-commit`, for check-deleted `check-deleted-page` (cache.db
 //! written but not committed).
 

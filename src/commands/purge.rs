@@ -16,8 +16,11 @@
 //! Order, per batch: the database rows (media and thumbnails) in one
 //! transaction, each re-checked against the rule so a media accessed since
 //! it was selected is kept; then cache.db; then the local files; then the
-//! objects. Killed anywhere, what remains are orphans (files or objects no
-//! row knows), which `check --fix` removes; never a row without its bytes.
+//! objects, whose keys follow from the deleted rows and go in batch
+//! deletes (no listing, no lookup: the store's credentials need only the
+//! right to delete). Killed anywhere, what remains are orphans (files or
+//! objects no row knows), which `check --fix` removes; never a row without
+//! its bytes.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -43,6 +46,10 @@ use crate::store::{self, ObjectStore};
 /// Media per database transaction.
 const BATCH: usize = 500;
 
+/// Object keys per [`ObjectStore::delete_many`] call: S3's DeleteObjects
+/// limit, so each call is one request there.
+const OBJECT_BATCH: usize = 1000;
+
 /// What one kind of media is purged by.
 #[derive(Debug, Clone)]
 struct Rule {
@@ -58,8 +65,10 @@ struct Tally {
     media: u64,
     files: u64,
     file_bytes: u64,
-    objects: u64,
-    object_bytes: u64,
+    /// Object keys deleted (or, in a dry run, to delete), whether or not an
+    /// object was there: a batch delete does not say, and asking first
+    /// would cost a lookup per key and a permission.
+    object_keys: u64,
     avatars_kept: u64,
     kept_in_use: u64,
     /// Media whose rows went but whose files other rows still use.
@@ -391,14 +400,15 @@ impl Purger<'_> {
                 .filter_map(|deleted| Some(Target { paths: (self.layout)(&deleted.row).ok()?, deleted }))
                 .collect();
             tally.rows_only += targets.iter().filter(|t| t.deleted.shared).count() as u64;
-            self.remove_bytes(&targets, &mut tally);
+            self.remove_files(&targets, &mut tally);
+            self.remove_objects(&targets, &mut tally)?;
         }
         Ok(tally)
     }
 
-    /// Files, then objects, of media whose rows are gone (or, in a dry
-    /// run, would be), spread over the worker threads.
-    fn remove_bytes(&self, targets: &[Target], tally: &mut Tally) {
+    /// The files of media whose rows are gone (or, in a dry run, would
+    /// be), spread over the worker threads.
+    fn remove_files(&self, targets: &[Target], tally: &mut Tally) {
         let shared = Mutex::new(std::mem::take(tally));
         let next = Mutex::new(targets.iter());
         std::thread::scope(|scope| {
@@ -407,12 +417,10 @@ impl Purger<'_> {
                     loop {
                         let Some(t) = next.lock().expect("queue poisoned").next() else { break };
                         let mut mine = Tally::default();
-                        self.remove_one(t, &mut mine);
+                        self.remove_files_of(t, &mut mine);
                         let mut all = shared.lock().expect("tally poisoned");
                         all.files += mine.files;
                         all.file_bytes += mine.file_bytes;
-                        all.objects += mine.objects;
-                        all.object_bytes += mine.object_bytes;
                         all.failed += mine.failed;
                     }
                 });
@@ -421,8 +429,7 @@ impl Purger<'_> {
         *tally = shared.into_inner().expect("tally poisoned");
     }
 
-    fn remove_one(&self, t: &Target, tally: &mut Tally) {
-        let who = mxc(&t.deleted.row.key);
+    fn remove_files_of(&self, t: &Target, tally: &mut Tally) {
         if t.deleted.shared {
             // Other rows still use these files: only the rows went.
         } else if self.dry_run {
@@ -447,39 +454,59 @@ impl Purger<'_> {
                     faults::point("after-purge-files");
                 }
                 Err(e) => {
+                    let who = mxc(&t.deleted.row.key);
                     log::error!("deleting files of {who} (its row is gone; `check --fix` removes the rest): {e}");
                     tally.failed += 1;
                 }
             }
         }
-        let Some(store) = self.store else { return };
-        // The keys follow from the rows that went: no listing of the store.
-        let keys = std::iter::once(format!("{}{}", self.prefix, t.paths.original)).chain(
-            t.deleted.thumbnails.iter().map(|(name, _)| format!("{}{}/{name}", self.prefix, t.paths.thumbnail_dir)),
-        );
-        for key in keys {
-            let size = match store.head(&key) {
-                Ok(Some(info)) => info.size,
-                Ok(None) => continue,
-                Err(e) => {
-                    log::error!("looking up object {key} of {who}: {e}");
-                    tally.failed += 1;
-                    continue;
-                }
-            };
-            if self.dry_run {
-                self.listing.add(format!("would delete object {key} ({})", naturalsize(size)));
-            } else if let Err(e) = store.delete(&key) {
-                log::error!("{e} (its row is gone; `check --fix` removes the object)");
-                tally.failed += 1;
-                continue;
-            } else {
-                faults::point("after-purge-object");
-            }
-            tally.objects += 1;
-            tally.object_bytes += size;
-        }
     }
+
+    /// The objects of media whose rows are gone (or, in a dry run, would
+    /// be): the original's key and each deleted thumbnail row's, computed,
+    /// never listed or looked up, deleted [`OBJECT_BATCH`] keys at a time.
+    /// A failure every further call would meet too (credentials refused,
+    /// the store unreachable) stops the run.
+    fn remove_objects(&self, targets: &[Target], tally: &mut Tally) -> Result<()> {
+        let Some(store) = self.store else { return Ok(()) };
+        let keys = object_keys(self.prefix, targets);
+        if self.dry_run {
+            for key in &keys {
+                self.listing.add(format!("would delete object key {key}"));
+            }
+            tally.object_keys += keys.len() as u64;
+            return Ok(());
+        }
+        for chunk in keys.chunks(OBJECT_BATCH) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let failed = store.delete_many(&refs);
+            tally.object_keys += (chunk.len() - failed.len().min(chunk.len())) as u64;
+            tally.failed += failed.len() as u64;
+            if let Some((_, e)) = failed.iter().find(|(_, e)| e.kind.is_systematic()) {
+                bail!(
+                    "stopped: {e} ({} object keys of purged media not deleted; their rows are gone, \
+                     `check --fix` removes the objects)",
+                    failed.len()
+                );
+            }
+            for (key, e) in &failed {
+                log::error!("deleting object {key}: {e} (its row is gone; `check --fix` removes the object)");
+            }
+            faults::point("after-purge-object");
+        }
+        Ok(())
+    }
+}
+
+/// The object keys of purged media: each original's, and the file of each
+/// deleted thumbnail row's.
+fn object_keys(prefix: &str, targets: &[Target]) -> Vec<String> {
+    let mut keys = Vec::with_capacity(targets.len() * 2);
+    for t in targets {
+        keys.push(format!("{prefix}{}", t.paths.original));
+        keys.extend(t.deleted.thumbnails.iter().map(|(name, _)| format!("{prefix}{}/{name}", t.paths.thumbnail_dir)));
+    }
+    keys
 }
 
 fn mxc(key: &MediaKey) -> String {
@@ -513,10 +540,9 @@ impl report::Summary for Summary<'_> {
             ));
             if self.has_store {
                 lines.push(format!(
-                    "{} {} ({})",
+                    "{} {} (a batch delete does not say which had an object)",
                     report::did(dry, "Deleted", "delete"),
-                    report::count(t.objects, "object", "objects"),
-                    naturalsize(t.object_bytes)
+                    report::count(t.object_keys, "object key", "object keys"),
                 ));
             }
             if t.avatars_kept > 0 {
@@ -550,8 +576,8 @@ impl report::Summary for Summary<'_> {
             value.insert(
                 rule.kind.as_str().to_owned(),
                 json!({"older_than_secs": rule.older_than.as_secs(), "source": rule.source, "cutoff_ms": rule.cutoff_ms,
-                       "media": t.media, "files": t.files, "file_bytes": t.file_bytes, "objects": t.objects,
-                       "object_bytes": t.object_bytes, "avatars_kept": t.avatars_kept, "kept_in_use": t.kept_in_use,
+                       "media": t.media, "files": t.files, "file_bytes": t.file_bytes,
+                       "object_keys": t.object_keys, "avatars_kept": t.avatars_kept, "kept_in_use": t.kept_in_use,
                        "rows_only": t.rows_only,
                        "refused": t.refused, "failed": t.failed}),
             );
@@ -563,6 +589,6 @@ impl report::Summary for Summary<'_> {
     }
 
     fn is_noop(&self) -> bool {
-        self.results.iter().all(|(_, t)| t.media + t.files + t.objects + t.refused + t.failed == 0)
+        self.results.iter().all(|(_, t)| t.media + t.files + t.object_keys + t.refused + t.failed == 0)
     }
 }

@@ -53,6 +53,7 @@ pub fn s3_error(status: u16, code: &str, msg: &str, head_only: bool) -> Vec<u8> 
     );
     let reason = match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",

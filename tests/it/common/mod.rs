@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod dendrite;
+pub mod deny_proxy;
 pub mod env;
 pub mod fault_proxy;
 pub mod flows;
@@ -28,6 +29,7 @@ pub mod yaml;
 
 pub use cache::*;
 pub use dendrite::*;
+pub use deny_proxy::*;
 pub use env::*;
 pub use fault_proxy::*;
 pub use flows::*;
