@@ -229,6 +229,27 @@ pub fn delete_each(store: &(impl ObjectStore + ?Sized), keys: &[&str]) -> Vec<(S
     failed
 }
 
+/// What the probe of a conditional PUT found: the second PUT of the same
+/// bytes to the same key with `If-None-Match: *` was refused
+/// ([`ErrorKind::Exists`]): the store honours the condition. Stored, or
+/// failed otherwise: it is not used. Says so in the log.
+pub(crate) fn conditional_put_probed(store: &str, second_put: Result<(), StoreError>) -> bool {
+    let honoured = match second_put {
+        Err(e) if e.kind == ErrorKind::Exists => true,
+        Ok(()) => false,
+        Err(e) => {
+            log::debug!("conditional PUT probe: {e}; not using conditional PUTs");
+            false
+        }
+    };
+    log::info!(
+        "{store} {} a PUT over an existing object with If-None-Match{}",
+        if honoured { "refuses" } else { "does not refuse" },
+        if honoured { ": new objects go up without a HEAD first" } else { ": each upload asks HEAD first" }
+    );
+    honoured
+}
+
 /// What a conditional PUT did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutIfAbsent {

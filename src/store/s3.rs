@@ -266,21 +266,8 @@ impl S3Store {
     /// probe object is left behind.
     fn probe_conditional_put(&self, key: &str, data: &LocalData) {
         self.refuses_overwrite.get_or_init(|| {
-            let honoured = match self.runtime.block_on(self.put_single(key, data, true)) {
-                Err(e) if e.kind == ErrorKind::Exists => true,
-                Ok(_) => false,
-                Err(e) => {
-                    log::debug!("conditional PUT probe: {e}; not using conditional PUTs");
-                    false
-                }
-            };
-            log::info!(
-                "{} {} a PUT over an existing object with If-None-Match{}",
-                self.describe(),
-                if honoured { "refuses" } else { "does not refuse" },
-                if honoured { ": new objects go up without a HEAD first" } else { ": each upload asks HEAD first" }
-            );
-            honoured
+            let outcome = self.runtime.block_on(self.put_single(key, data, true)).map(|_| ());
+            super::conditional_put_probed(&self.describe(), outcome)
         });
     }
 

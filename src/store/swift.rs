@@ -25,7 +25,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use md5::{Digest as _, Md5};
@@ -36,8 +36,8 @@ use ureq::typestate::{WithBody, WithoutBody};
 use ureq::{Agent, RequestBuilder};
 
 use super::{
-    Comparison, Content, Difference, ErrorKind, Etag, Listed, LocalData, ObjectInfo, ObjectStore, Proof, StoreError,
-    parse_md5,
+    Comparison, Content, Difference, ErrorKind, Etag, Listed, LocalData, ObjectInfo, ObjectStore, Proof, PutIfAbsent,
+    StoreError, parse_md5,
 };
 use crate::config::Secret;
 
@@ -198,6 +198,9 @@ pub struct SwiftStore {
     segments_exist: Mutex<Option<bool>>,
     /// Keys HEAD found to be SLOs: a PUT over one deletes its old segments.
     slos_seen: Mutex<HashSet<String>>,
+    /// Whether the cluster refuses a PUT with `If-None-Match: *` over an
+    /// existing object: found out once, after the run's first small upload.
+    refuses_overwrite: OnceLock<bool>,
 }
 
 /// A request to make, again if need be (a new token, a retry).
@@ -259,6 +262,7 @@ impl SwiftStore {
             },
             segments_exist: Mutex::new(None),
             slos_seen: Mutex::new(HashSet::new()),
+            refuses_overwrite: OnceLock::new(),
         };
         store.preflight()?;
         Ok(store)
@@ -536,6 +540,27 @@ impl SwiftStore {
             // Swift accepted our ETag, which it compares before answering.
             None => Ok(()),
         }
+    }
+
+    /// One object of `data` at `key`, with its MD5 as ETag and in our
+    /// metadata; with `if_absent`, only if no object is there (412, an
+    /// [`ErrorKind::Exists`] error, if one is).
+    fn put_plain(&self, key: &str, data: &LocalData, if_absent: bool) -> Result<(), StoreError> {
+        let mut meta = vec![(MD5_META, hex::encode(data.digest.md5))];
+        if if_absent {
+            meta.push(("If-None-Match", "*".to_owned()));
+        }
+        self.put_object(&self.container, key, &data.content, (0, data.digest.size), &data.digest.md5, &meta)
+    }
+
+    /// After the run's first small upload: PUT the same bytes to the same
+    /// key again, with `If-None-Match: *`. Refused (412): the cluster
+    /// honours the condition, and new objects go up without a HEAD first.
+    /// Stored: it ignores it (and holds the same bytes as before). Either
+    /// way no other object is touched and no probe object is left behind.
+    fn probe_conditional_put(&self, key: &str, data: &LocalData) {
+        self.refuses_overwrite
+            .get_or_init(|| super::conditional_put_probed(&self.describe(), self.put_plain(key, data, true)));
     }
 
     /// The segment size for a file of `size` bytes, if it is an SLO.
@@ -925,6 +950,7 @@ fn status_error(op: &str, key: &str, r: Response<ureq::Body>) -> StoreError {
     let kind = match status {
         401 | 403 => ErrorKind::Denied,
         404 => ErrorKind::NoBucket,
+        412 => ErrorKind::Exists,
         422 => ErrorKind::BadDigest,
         429 | 498 => ErrorKind::Throttled,
         500..=599 => ErrorKind::Transient,
@@ -1000,9 +1026,12 @@ impl ObjectStore for SwiftStore {
             false => Vec::new(),
         };
         let proof = if data.digest.part_md5s.is_empty() {
-            let md5_hex = hex::encode(data.digest.md5);
-            let meta = [(MD5_META, md5_hex)];
-            self.put_object(&self.container, key, &data.content, (0, data.digest.size), &data.digest.md5, &meta)?;
+            self.put_plain(key, data, false)?;
+            // In-memory content only: the second PUT then sends the very
+            // bytes the first one proved, whatever happens to the file.
+            if matches!(data.content, Content::Bytes(_)) && self.refuses_overwrite.get().is_none() {
+                self.probe_conditional_put(key, data);
+            }
             Proof::Etag
         } else {
             self.put_slo(key, data)?
@@ -1018,6 +1047,19 @@ impl ObjectStore for SwiftStore {
             }
         }
         Ok(Some(proof))
+    }
+
+    fn put_if_absent(&self, key: &str, data: &LocalData) -> Result<Option<PutIfAbsent>, StoreError> {
+        // Plain objects only: an SLO (its segments, then its manifest) goes
+        // the HEAD way, which also finds an SLO being replaced.
+        if !data.digest.part_md5s.is_empty() || !self.refuses_overwrite.get().copied().unwrap_or(false) {
+            return Ok(None);
+        }
+        match self.put_plain(key, data, true) {
+            Ok(()) => Ok(Some(PutIfAbsent::Stored(Some(Proof::Etag)))),
+            Err(e) if e.kind == ErrorKind::Exists => Ok(Some(PutIfAbsent::Exists)),
+            Err(e) => Err(e),
+        }
     }
 
     fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {

@@ -119,6 +119,44 @@ fn swift_existing_objects_are_proven_or_kept_as_conflicts() {
     assert_eq!(sw.get(&slo_tampered.original_rel()).unwrap().len(), 3 * MIB / 2);
 }
 
+/// Swift honours `If-None-Match: *`: after the run's first small upload
+/// (which finds that out) new objects go up without a HEAD, and a
+/// conditional PUT refused because an object is there leads to the same
+/// rules as a HEAD would: the same bytes count as present, other bytes are
+/// a conflict that keeps both (exit 3).
+#[test]
+fn swift_conditional_puts_keep_the_conflict_rules() {
+    let mut hs = Homeserver::sqlite();
+    let sw = Swift::new();
+    // Uploaded first (its cache.db rows come first): the probe.
+    let fresh = hs.add_all((0..2).map(|_| Media::local(&hs.new_id()).size(2000)).collect());
+    hs.update_db("0s");
+    let same = hs.add(Media::local(&hs.new_id()).size(3000));
+    let differs = hs.add(Media::local(&hs.new_id()).size(3000));
+    let after = hs.add(Media::local(&hs.new_id()).size(1000));
+    hs.update_db("0s");
+    sw.put(&same.original_rel(), hs.content(&same.original_rel()));
+    let key = differs.original_rel();
+    let mut other = hs.content(&key).to_vec();
+    other[11] ^= 1;
+    sw.put(&key, &other);
+
+    let out = hs.upload_swift(&sw, &["--delete", "--concurrency", "1", "-v"]).status(3);
+    assert_no_secrets(&out);
+    let probe = out.stderr.find("refuses a PUT over an existing object with If-None-Match");
+    let conflict = out.stderr.find(&key);
+    assert!(probe.is_some() && probe < conflict, "the probe comes first, then the conflict: {}", out.describe());
+    for m in fresh.iter().chain([&same, &after]) {
+        hs.assert_offloaded(m, &Dest::Swift(&sw), "");
+    }
+    hs.assert_local_intact(&differs);
+    assert_eq!(sw.get(&key).unwrap(), other, "the differing object is not overwritten");
+    assert_eq!(out.j("conflicts"), 1, "{}", out.describe());
+    assert_eq!(out.j("already_present_files"), 1);
+    assert_eq!(out.j("uploaded_files"), 3);
+    assert_eq!(out.jn("deleted_by.etag"), 4);
+}
+
 #[test]
 fn swift_purge_removes_objects_with_their_slo_segments_and_check_finds_orphans() {
     let mut hs = Homeserver::postgres();
