@@ -12,6 +12,9 @@ Steps (each on the same generated data, the same S3 server on loopback):
   check-deleted cache.db rows against the media store, same row counts
   check-deleted-daily  the same on a cache.db where 99% of rows are known
                 deleted (the daily case after offloading), a few pulled back
+  purge         `purge --remote-older-than 1d` of that many remote media, each
+                with a thumbnail, files on disk and objects in the S3 server
+                (media-offload only: the Python tool has no purge)
 
 Every run is timed: wall time here, CPU time and peak RSS of the tool by
 GNU time. The S3 server's CPU time and the machine's other CPU use during the
@@ -79,7 +82,9 @@ PROFILES = {
 }
 UPLOAD_TOOLS = ["media-offload", "s3_media_upload", "rclone"]
 DB_TOOLS = ["media-offload", "s3_media_upload"]
-STEPS = ["upload-mix", "upload-small", "update-db", "check-deleted", "check-deleted-daily"]
+STEPS = ["upload-mix", "upload-small", "update-db", "check-deleted", "check-deleted-daily", "purge"]
+# The one thumbnail of each purged media: (file name, width, height, type, method).
+PURGE_THUMB = ("96-96-image-jpeg-crop", 96, 96, "image/jpeg", "crop")
 
 
 class BenchError(Exception):
@@ -631,6 +636,113 @@ class Bench:
                     self.record("check-deleted-daily", tool, n, run, result)
                     shutil.rmtree(work, ignore_errors=True)
 
+    # -- purge -------------------------------------------------------------
+    def purge_data(self, n):
+        """A homeserver database (a template to copy for each run) with n
+        remote media last accessed 400 days ago, each with one thumbnail
+        row, and one media viewed today (the database is live, and it must
+        stay); cache.db as update-db leaves it; and the media store's files,
+        which each run hard-links into its media store and into the S3
+        server's bucket folder (s3s-fs serves plain files as objects).
+        Returns (data dir, template database, files per copy)."""
+        data = WORK / "data" / f"purge-{n}"
+        template = f"bench_purge_tpl_{n}"
+        now = int(time.time() * 1000)
+        old = now - 400 * DAY_MS
+        self.pg.fresh_database(template)
+        origins = "ARRAY[" + ",".join(f"'{o}'" for o in ORIGINS) + "]"
+        self.pg.psql(template, f"""
+            INSERT INTO remote_media_cache (media_origin, media_id, media_type, created_ts, upload_name,
+                                            media_length, filesystem_id, last_access_ts)
+            SELECT ({origins})[1 + i % {len(ORIGINS)}], substr(md5('pid' || i), 1, 24), 'image/jpeg',
+                   {old} - i, 'image.jpg', 100, substr(md5('pfs' || i), 1, 24), {old} + i
+            FROM generate_series(1, {n}) AS i;
+            INSERT INTO remote_media_cache (media_origin, media_id, media_type, created_ts, upload_name,
+                                            media_length, filesystem_id, last_access_ts)
+            VALUES ('{ORIGINS[0]}', 'viewedtodayviewedtodayvi', 'image/jpeg', {now}, 'new.jpg', 100,
+                    'viewedtodayviewedtodayfs', {now});
+            INSERT INTO remote_media_cache_thumbnails (media_origin, media_id, thumbnail_width, thumbnail_height,
+                                                       thumbnail_method, thumbnail_type, thumbnail_length,
+                                                       filesystem_id)
+            SELECT media_origin, media_id, {PURGE_THUMB[1]}, {PURGE_THUMB[2]}, '{PURGE_THUMB[4]}',
+                   '{PURGE_THUMB[3]}', 50, filesystem_id
+            FROM remote_media_cache;
+            ANALYZE""")
+        (data / "database.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (data / "database.yaml").write_text(self.pg.database_yaml(template))
+        stamp = data / "stamp"
+        if not (stamp.exists() and stamp.read_text() == str(n)):
+            log(f"generating the purge data set of {n:,} media in {data}")
+            shutil.rmtree(data / "media_store", ignore_errors=True)
+            written = time.time() - 400 * 86400
+            rows = self.pg.psql(template, "SELECT media_origin, filesystem_id FROM remote_media_cache")
+            for line in rows.splitlines():
+                origin, fid = line.split("|")
+                original, thumb_dir = media_paths({"origin": origin, "filesystem_id": fid})
+                for rel, body in ((original, b"o" * 100), (f"{thumb_dir}/{PURGE_THUMB[0]}", b"t" * 50)):
+                    path = data / "media_store" / rel
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(body)
+                    os.utime(path, (written, written))
+            stamp.write_text(str(n))
+        cache = data / "cache.db"
+        cache.unlink(missing_ok=True)
+        run_checked([self.mo, "--no-progress", "update-db", "0s"], cwd=data, env=self.base_env)
+        if cache_count(cache) != n + 1:
+            raise BenchError(f"purge {n}: cache.db has {cache_count(cache)} rows, expected {n + 1}")
+        return data, template, 2 * (n + 1)
+
+    def bench_purge(self):
+        if self.server.kind != "s3s-fs":
+            raise BenchError("the purge step needs s3s-fs: its objects are put in place as files in its folder")
+        for n in self.args.rows:
+            data, template, files = self.purge_data(n)
+            db = "bench_purge_run"
+            for run in range(1, self.runs + 1):
+                work = WORK / "runs" / "purge" / f"{n}-{run}"
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
+                self.pg.psql("postgres", f"DROP DATABASE IF EXISTS {db}")
+                self.pg.psql("postgres", f"CREATE DATABASE {db} TEMPLATE {template}")
+                (work / "database.yaml").write_text(self.pg.database_yaml(db))
+                shutil.copy(data / "cache.db", work / "cache.db")
+                store = work / "media_store"
+                run_checked(["cp", "-al", str(data / "media_store"), str(store)])
+                self.server.start()
+                bucket = self.server.root / BUCKET
+                run_checked(["cp", "-al", f"{data / 'media_store'}/.", str(bucket)])
+                if count_tree(bucket)[0] != files:
+                    raise BenchError(f"purge {n}: the bucket folder has {count_tree(bucket)[0]} files, expected {files}")
+                os.sync()
+                time.sleep(1)
+                cmd = [self.mo, "--no-progress", "--json", "purge", "--remote-older-than", "1d",
+                       "--media-store-path", str(store), "--bucket", BUCKET, "--endpoint-url", self.server.url]
+                result = measure(cmd, work, self.base_env, self.server, f"purge {n}")
+                self.verify_purge(n, work, db, store, bucket)
+                result["rows_per_s"] = n / result["wall_s"]
+                self.record("purge", "media-offload", n, run, result)
+                self.server.stop()
+                shutil.rmtree(work, ignore_errors=True)
+            self.pg.psql("postgres", f"DROP DATABASE IF EXISTS {db}")
+
+    def verify_purge(self, n, work, db, store, bucket):
+        lines = (work / "output.txt").read_text().splitlines()
+        summary = json.loads(next((line for line in reversed(lines) if line.startswith("{")), "{}"))
+        remote = summary.get("remote", {})
+        want = {"media": n, "files": 2 * n, "object_keys": 2 * n, "failed": 0, "refused": 0}
+        got = {k: remote.get(k) for k in want}
+        if got != want:
+            raise BenchError(f"purge {n}: the summary says {got}, expected {want}")
+        left = self.pg.psql(db, "SELECT (SELECT COUNT(*) FROM remote_media_cache) || ' ' || "
+                                "(SELECT COUNT(*) FROM remote_media_cache_thumbnails)").split()
+        if left != ["1", "1"]:
+            raise BenchError(f"purge {n}: {left} media and thumbnail rows left, expected the one viewed today")
+        for where, folder in (("media store", store), ("bucket", bucket)):
+            if count_tree(folder)[0] != 2:
+                raise BenchError(f"purge {n}: the {where} has {count_tree(folder)[0]} files left, expected 2")
+        if cache_count(work / "cache.db") != 1:
+            raise BenchError(f"purge {n}: cache.db has {cache_count(work / 'cache.db')} rows left, expected 1")
+
     # -- report ------------------------------------------------------------
     def describe_system(self):
         def cmd(*c):
@@ -679,6 +791,8 @@ class Bench:
                     self.bench_check_deleted()
                 elif step == "check-deleted-daily":
                     self.bench_check_deleted_daily()
+                elif step == "purge":
+                    self.bench_purge()
         finally:
             self.server.stop()
         report = markdown(self.system, self.results)
@@ -717,7 +831,7 @@ def main():
     parser.add_argument("--server", choices=["s3s-fs", "moto"], default="s3s-fs", help="S3 server (default s3s-fs)")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {','.join(STEPS)}")
     parser.add_argument("--tools", default=",".join(UPLOAD_TOOLS), help="upload tools to run")
-    parser.add_argument("--rows", help="row counts for update-db and check-deleted, comma-separated")
+    parser.add_argument("--rows", help="row counts for update-db, check-deleted and purge, comma-separated")
     parser.add_argument("--python-upload-runs", type=int, default=99,
                         help="at most this many runs of s3_media_upload in the upload steps (its runs are long)")
     parser.add_argument("--report", nargs="+", metavar="RESULTS_JSON",
