@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use anyhow::Result;
 
-use super::{Cols, MediaInfo, MediaKey, MediaRow, ThumbnailInfo, add_avatar};
+use super::{Candidate, Cols, MediaInfo, MediaKey, MediaRecord, MediaRow, ThumbnailInfo, add_avatar, length};
 use crate::media_store::{MediaKind, thumbnail_name};
 
 /// The conditions a remote row must meet to be purged (`$1`/`?1`: the
@@ -90,6 +90,37 @@ pub(super) fn media_info(r: &impl Cols) -> Result<MediaInfo> {
         length: r.int(3)?,
         no_bytes,
     })
+}
+
+/// A row of origin, media id and location (filesystem id), as the purge
+/// candidates and the deleted media rows begin.
+pub(super) fn media_row(r: &impl Cols, kind: MediaKind) -> Result<MediaRow> {
+    Ok(MediaRow { key: MediaKey::new(r.string(0)?, r.string(1)?), kind, location: r.string(2)? })
+}
+
+/// A row of update-db's candidates: origin, media id, filesystem id.
+pub(super) fn candidate(r: &impl Cols, kind: MediaKind) -> Result<Candidate> {
+    Ok(Candidate { origin: r.string(0)?, media_id: r.string(1)?, filesystem_id: r.string(2)?, kind })
+}
+
+/// A media's record from its row (length, sha256) and the file name and
+/// recorded length of each of its thumbnail rows ([`recorded_thumbnail`]).
+pub(super) fn media_record(
+    media: &impl Cols,
+    thumbnails: impl IntoIterator<Item = (String, Option<u64>)>,
+) -> Result<MediaRecord> {
+    Ok(MediaRecord {
+        length: length(media.int(0)?),
+        sha256: sha256(media.text(1)?),
+        thumbnails: thumbnails.into_iter().collect(),
+    })
+}
+
+/// A thumbnail row's file name and recorded length: width, height, type,
+/// method and length from column `first` on; `None` if they name no file.
+/// (A length that is not a number is no length.)
+pub(super) fn recorded_thumbnail(r: &impl Cols, first: usize) -> Result<Option<(String, Option<u64>)>> {
+    Ok(thumbnail_file(r, first)?.map(|name| (name, length(r.int(first + 4).ok().flatten()))))
 }
 
 /// A row of [`THUMBNAILS`]; `None` if its values name no file.

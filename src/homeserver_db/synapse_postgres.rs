@@ -55,11 +55,7 @@ impl MediaDb for SynapsePostgres {
                 "local_media_repository",
             )?,
         };
-        rows.iter()
-            .map(|r| {
-                Ok(MediaRow { key: MediaKey::new(r.string(0)?, r.string(1)?), kind: rule.kind, location: r.string(2)? })
-            })
-            .collect()
+        rows.iter().map(|r| sql::media_row(r, rule.kind)).collect()
     }
 
     fn delete_page(&mut self, rule: &Retention, page: &[MediaRow], dry_run: bool) -> Result<Vec<Deleted>> {
@@ -102,9 +98,11 @@ impl MediaDb for SynapsePostgres {
         .map_err(|e| anyhow!("deleting media rows: {}", pg_error_text(&e)))?;
         let mut gone = BTreeMap::new();
         for r in &deleted_media {
-            let key = MediaKey::new(r.string(0)?, r.string(1)?);
-            let row = MediaRow { key: key.clone(), kind: rule.kind, location: r.string(2)? };
-            gone.insert(key, Deleted { row, length: length(r.int(3)?), thumbnails: Vec::new(), shared: false });
+            let row = sql::media_row(r, rule.kind)?;
+            gone.insert(
+                row.key.clone(),
+                Deleted { row, length: length(r.int(3)?), thumbnails: Vec::new(), shared: false },
+            );
         }
         let (origins, ids): (Vec<&str>, Vec<&str>) =
             gone.keys().map(|k| (k.origin.as_str(), k.media_id.as_str())).unzip();
@@ -116,8 +114,8 @@ impl MediaDb for SynapsePostgres {
             .map_err(|e| anyhow!("deleting thumbnail rows: {}", pg_error_text(&e)))?;
             for r in &thumbs {
                 let key = MediaKey::new(r.string(0)?, r.string(1)?);
-                if let (Some(d), Some(name)) = (gone.get_mut(&key), sql::thumbnail_file(r, 2)?) {
-                    d.thumbnails.push((name, length(r.int(6)?)));
+                if let (Some(d), Some(thumb)) = (gone.get_mut(&key), sql::recorded_thumbnail(r, 2)?) {
+                    d.thumbnails.push(thumb);
                 }
             }
         }
@@ -219,9 +217,7 @@ impl SynapseDb for SynapsePostgres {
             MediaKind::Local => (LOCAL_CANDIDATES, "local_media_repository"),
             MediaKind::Remote => (REMOTE_CANDIDATES, "remote_media_cache"),
         };
-        pg_stream(&mut self.client, sql, &[&cutoff_ms, &since_ms], table, |r| {
-            each(Candidate { origin: r.string(0)?, media_id: r.string(1)?, filesystem_id: r.string(2)?, kind })
-        })
+        pg_stream(&mut self.client, sql, &[&cutoff_ms, &since_ms], table, |r| each(sql::candidate(&r, kind)?))
     }
 
     fn count_candidates(&mut self, kind: MediaKind, before_ms: i64) -> Result<u64> {
@@ -286,13 +282,8 @@ impl SynapseDb for SynapsePostgres {
             )
         };
         let Some(m) = media.first() else { return Ok(None) };
-        let mut record = MediaRecord { length: length(m.int(0)?), sha256: sql::sha256(m.text(1)?), thumbnails: vec![] };
-        for t in &thumbs {
-            if let Some(name) = sql::thumbnail_file(t, 0)? {
-                record.thumbnails.push((name, length(t.int(4)?)));
-            }
-        }
-        Ok(Some(record))
+        let thumbnails = thumbs.iter().map(|t| sql::recorded_thumbnail(t, 0)).collect::<Result<Vec<_>>>()?;
+        sql::media_record(m, thumbnails.into_iter().flatten()).map(Some)
     }
 
     fn last_used(&mut self, origin: &str, media_id: &str) -> Result<Option<i64>> {

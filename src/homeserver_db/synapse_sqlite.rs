@@ -47,9 +47,7 @@ impl SynapseSqlite {
 impl MediaDb for SynapseSqlite {
     fn candidates(&mut self, rule: &Retention, after: Option<&MediaKey>, limit: usize) -> Result<Vec<MediaRow>> {
         let after = after.cloned().unwrap_or_default();
-        let decode = |r: &rusqlite::Row<'_>| {
-            Ok(MediaRow { key: MediaKey::new(r.string(0)?, r.string(1)?), kind: rule.kind, location: r.string(2)? })
-        };
+        let decode = |r: &rusqlite::Row<'_>| sql::media_row(r, rule.kind);
         match rule.kind {
             MediaKind::Remote => self.rows(
                 &format!(
@@ -127,9 +125,7 @@ impl MediaDb for SynapseSqlite {
                 }
                 .context("deleting thumbnail rows")?;
                 while let Some(r) = rows.next()? {
-                    if let Some(name) = sql::thumbnail_file(r, 2)? {
-                        d.thumbnails.push((name, length(r.int(6)?)));
-                    }
+                    d.thumbnails.extend(sql::recorded_thumbnail(r, 2)?);
                 }
                 deleted.push(d);
             }
@@ -235,9 +231,7 @@ impl SynapseDb for SynapseSqlite {
                 "remote_media_cache",
             ),
         };
-        sqlite_stream(&self.conn, query, [cutoff_ms, since_ms], table, |r| {
-            each(Candidate { origin: r.string(0)?, media_id: r.string(1)?, filesystem_id: r.string(2)?, kind })
-        })
+        sqlite_stream(&self.conn, query, [cutoff_ms, since_ms], table, |r| each(sql::candidate(r, kind)?))
     }
 
     fn count_candidates(&mut self, kind: MediaKind, before_ms: i64) -> Result<u64> {
@@ -256,9 +250,8 @@ impl SynapseDb for SynapseSqlite {
 
     fn media_record(&mut self, origin: &str, media_id: &str) -> Result<Option<MediaRecord>> {
         let sha = if self.has_sha256() { "sha256" } else { "NULL" };
-        let decode = |r: &rusqlite::Row<'_>| Ok((length(r.int(0)?), sql::sha256(r.text(1)?)));
-        let thumb =
-            |r: &rusqlite::Row<'_>| Ok(sql::thumbnail_file(r, 0)?.map(|name| (name, length(r.int(4).ok().flatten()))));
+        let decode = |r: &rusqlite::Row<'_>| sql::media_record(r, []);
+        let thumb = |r: &rusqlite::Row<'_>| sql::recorded_thumbnail(r, 0);
         let (media, thumbs) = if origin.is_empty() {
             (
                 self.rows(
@@ -294,8 +287,8 @@ impl SynapseDb for SynapseSqlite {
                 )?,
             )
         };
-        let Some((length, sha256)) = media.into_iter().next() else { return Ok(None) };
-        Ok(Some(MediaRecord { length, sha256, thumbnails: thumbs.into_iter().flatten().collect() }))
+        let Some(record) = media.into_iter().next() else { return Ok(None) };
+        Ok(Some(MediaRecord { thumbnails: thumbs.into_iter().flatten().collect(), ..record }))
     }
 
     fn last_used(&mut self, origin: &str, media_id: &str) -> Result<Option<i64>> {
