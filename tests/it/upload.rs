@@ -423,3 +423,39 @@ fn directory_store_rerun_changes_nothing() {
     assert!(files_under(&archive) == before);
     assert_eq!(cache_dump(&sc.hs.cache_db()), cache_before);
 }
+
+/// A store that ignores `If-None-Match` (a proxy drops the header before
+/// moto sees it): the probe after the first small upload finds the second
+/// PUT accepted, so every later upload asks HEAD first, and the conflict
+/// rules hold as they do with a store that honours the condition.
+#[test]
+fn a_store_ignoring_if_none_match_gets_a_head_before_each_put() {
+    let mut hs = Homeserver::sqlite();
+    let s3 = S3::new();
+    let fresh = hs.add_all((0..2).map(|_| Media::local(&hs.new_id()).size(2000)).collect());
+    hs.update_db("0s");
+    let same = hs.add(Media::local(&hs.new_id()).size(3000));
+    let differs = hs.add(Media::local(&hs.new_id()).size(3000));
+    hs.update_db("0s");
+    s3.put(&same.original_rel(), hs.content(&same.original_rel()), &[]);
+    let key = differs.original_rel();
+    let mut other = hs.content(&key).to_vec();
+    other[7] ^= 1;
+    s3.put(&key, &other, &[]);
+
+    let proxy = DenyProxy::dropping_header(&s3.endpoint, "if-none-match");
+    let out = hs.upload_via(&proxy.endpoint, &s3.bucket, &["--delete", "--concurrency", "1", "-v"]).status(3);
+    assert!(
+        out.stderr.contains("does not refuse a PUT over an existing object with If-None-Match"),
+        "the probe finds the condition ignored: {}",
+        out.describe()
+    );
+    for m in fresh.iter().chain([&same]) {
+        hs.assert_offloaded(m, &Dest::S3(&s3), "");
+    }
+    hs.assert_local_intact(&differs);
+    assert_eq!(s3.get(&key).unwrap(), other, "the differing object is not overwritten");
+    assert_eq!(out.j("conflicts"), 1, "{}", out.describe());
+    assert_eq!(out.j("already_present_files"), 1);
+    assert_eq!(out.j("uploaded_files"), 2);
+}
