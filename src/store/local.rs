@@ -88,6 +88,33 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.path_of(key)?;
+        let io = |e: std::io::Error| StoreError::local(format!("reading {}: {e}", path.display()));
+        let mut file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io(e)),
+        };
+        file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let mut file = file.take(len);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                return Ok(true);
+            }
+            sink(&buf[..n])?;
+        }
+    }
+
     fn is_same_file(&self, key: &str, file: &fs::File) -> bool {
         use std::os::unix::fs::MetadataExt;
         let Ok(target) = self.path_of(key) else { return false };

@@ -33,6 +33,7 @@ use local::LocalStore;
 use s3::{S3Store, SseCustomerKey};
 use swift::{SwiftSettings, SwiftStore};
 
+pub mod live;
 pub mod local;
 pub mod s3;
 pub mod swift;
@@ -178,6 +179,24 @@ pub trait ObjectStore: Send + Sync {
     }
     /// Stream the object's content to `sink`; `Ok(false)` if there is none.
     fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError>;
+    /// Stream `len` bytes of the object from `offset` to `sink` (fewer if
+    /// the object is shorter); `Ok(false)` if there is none. Default: read
+    /// it all and keep the range (the stores here ask for the range).
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        let (end, mut at) = (offset.saturating_add(len), 0u64);
+        self.read(key, &mut |chunk| {
+            let (start, stop) = (at, at + chunk.len() as u64);
+            at = stop;
+            let (from, to) = (start.max(offset), stop.min(end));
+            if from < to { sink(&chunk[(from - start) as usize..(to - start) as usize]) } else { Ok(()) }
+        })
+    }
     /// Whether the object at `key` is the local file `file` itself (a
     /// directory store overlapping the media store). Deleting it then would
     /// delete the only copy.
@@ -374,6 +393,11 @@ pub fn warn_if_readable_by_others(path: &Path) {
 /// from the same buffer.
 pub const IN_MEMORY_LIMIT: u64 = 1024 * 1024;
 
+/// Objects up to this size are copied between stores through memory (one
+/// read of the source); larger ones are read twice by range (to hash, then
+/// to send), never held whole. S3's single-PUT limit here.
+pub const COPY_IN_MEMORY_LIMIT: u64 = 8 * 1024 * 1024;
+
 /// A local file's bytes, as a store reads them: a buffer (small files) or
 /// the open file itself, read by offset (so parts can go up concurrently
 /// and a retry can start again), never by path.
@@ -381,6 +405,95 @@ pub const IN_MEMORY_LIMIT: u64 = 1024 * 1024;
 pub enum Content {
     Bytes(Bytes),
     File(Arc<File>),
+    /// An object of another store, read by range as it is sent (a copy
+    /// between stores: no temporary file, no whole object in memory).
+    Source(Arc<SourceObject>),
+}
+
+/// An object of another store as the content of a put: read by range,
+/// through a small window for the readers that go a few KiB at a time.
+pub struct SourceObject {
+    pub store: Arc<dyn ObjectStore>,
+    pub key: String,
+    pub size: u64,
+    window: std::sync::Mutex<(u64, Bytes)>,
+}
+
+/// How much of a source object one ranged read fetches for `read_at`.
+const SOURCE_WINDOW: u64 = 1024 * 1024;
+
+impl fmt::Debug for SourceObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in {} ({} bytes)", self.key, self.store.describe(), self.size)
+    }
+}
+
+impl SourceObject {
+    pub fn new(store: Arc<dyn ObjectStore>, key: String, size: u64) -> Self {
+        Self { store, key, size, window: std::sync::Mutex::new((0, Bytes::new())) }
+    }
+
+    /// Feed exactly `len` bytes from `offset` to `each`: an object that is
+    /// shorter now, or gone, is an error (it changed while being copied).
+    pub fn for_each_chunk(
+        &self,
+        offset: u64,
+        len: u64,
+        each: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let mut got = 0u64;
+        let found = self.store.read_range(&self.key, offset, len, &mut |chunk| {
+            got += chunk.len() as u64;
+            each(chunk)
+        })?;
+        if !found {
+            return Err(StoreError::new(
+                ErrorKind::NotFound,
+                format!("{}: the source object vanished while being copied", self.key),
+            ));
+        }
+        if got != len {
+            return Err(StoreError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "{}: the source object changed while being copied ({got} bytes where {len} were expected)",
+                    self.key
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `len` bytes from `offset`, in memory (one part of an upload).
+    pub fn read_vec(&self, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::with_capacity(len as usize);
+        self.for_each_chunk(offset, len, &mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        if offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, bytes) = &*window;
+        if offset < *start || offset >= start + bytes.len() as u64 {
+            let len = SOURCE_WINDOW.min(self.size - offset);
+            let data = self.read_vec(offset, len).map_err(std::io::Error::other)?;
+            *window = (offset, Bytes::from(data));
+        }
+        let (start, bytes) = &*window;
+        let from = (offset - start) as usize;
+        let n = buf.len().min(bytes.len() - from);
+        buf[..n].copy_from_slice(&bytes[from..from + n]);
+        Ok(n)
+    }
 }
 
 impl Content {
@@ -394,6 +507,7 @@ impl Content {
                 Ok(n)
             }
             Content::File(f) => f.read_at(buf, offset),
+            Content::Source(s) => s.read_at(buf, offset),
         }
     }
 
@@ -410,6 +524,9 @@ impl Content {
                 return Err(StoreError::local("the file got shorter while being read"));
             }
             return each(&b[offset as usize..end as usize]);
+        }
+        if let Content::Source(s) = self {
+            return s.for_each_chunk(offset, len, &mut each);
         }
         let mut buf = vec![0u8; 256 * 1024];
         let (mut at, end) = (offset, offset + len);
@@ -454,6 +571,20 @@ impl LocalData {
         let content = Content::Bytes(Bytes::from(data));
         let digest = FileDigest::of(&content, size, part_size).expect("memory reads do not fail");
         Self { content, digest }
+    }
+
+    /// An object of another store: in memory if small (one GET serves hash
+    /// and upload), else hashed in one ranged read and read again, part by
+    /// part, as it is sent.
+    pub fn of_object(source: SourceObject, part_size: Option<u64>) -> Result<Self, StoreError> {
+        let size = source.size;
+        let content = if size <= COPY_IN_MEMORY_LIMIT {
+            Content::Bytes(Bytes::from(source.read_vec(0, size)?))
+        } else {
+            Content::Source(Arc::new(source))
+        };
+        let digest = FileDigest::of(&content, size, part_size)?;
+        Ok(Self { content, digest })
     }
 
     /// The SHA-256 of the content (what Synapse records as `sha256`).

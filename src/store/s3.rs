@@ -101,6 +101,35 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// GET the object (or a `bytes=` range of it), streaming it to `sink`.
+    fn get(
+        &self,
+        key: &str,
+        range: Option<String>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        let sse = self.sse.as_ref();
+        self.runtime.block_on(async {
+            let request =
+                with_sse!(self.client.get_object().bucket(&self.settings.bucket).key(key).set_range(range), sse);
+
+            let mut out = match request.send().await {
+                Ok(out) => out,
+                Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(false),
+                Err(e) => return Err(sdk_error("GET", key, e)),
+            };
+            while let Some(chunk) = out
+                .body
+                .try_next()
+                .await
+                .map_err(|e| StoreError::new(ErrorKind::Transient, format!("GET {key}: {e}")))?
+            {
+                sink(&chunk)?;
+            }
+            Ok(true)
+        })
+    }
+
     pub fn new(settings: &StoreSettings, sse: Option<SseCustomerKey>) -> anyhow::Result<Self> {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("s3-io").enable_all().build()?;
@@ -307,12 +336,13 @@ impl S3Store {
     ) -> Result<(Option<[u8; 16]>, bool), StoreError> {
         let d = &data.digest;
         let sse = self.sse.as_ref();
+        let body = body_for(&data.content, 0, d.size).await?;
         let out = with_sse!(
             self.client
                 .put_object()
                 .bucket(&self.settings.bucket)
                 .key(key)
-                .body(body_of(&data.content, 0, d.size))
+                .body(body)
                 .content_length(d.size as i64)
                 .content_md5(B64.encode(d.md5))
                 .metadata(MD5_METADATA, hex::encode(d.md5))
@@ -409,6 +439,7 @@ impl S3Store {
             }
             let offset = index as u64 * d.part_size;
             let length = d.part_size.min(d.size - offset);
+            let body = body_for(&data.content, offset, length).await?;
             let request = with_sse!(
                 self.client
                     .upload_part()
@@ -418,7 +449,7 @@ impl S3Store {
                     .part_number(index as i32 + 1)
                     .content_length(length as i64)
                     .content_md5(B64.encode(part_md5))
-                    .body(body_of(&data.content, offset, length)),
+                    .body(body),
                 self.sse.as_ref()
             );
             let (key, part_md5, sse_c) = (key.to_owned(), *part_md5, self.sse.is_some());
@@ -456,11 +487,24 @@ impl S3Store {
     }
 }
 
+/// A request body of `len` bytes of `content` from `offset`. An object of
+/// another store is read into memory first (one part at most), on a
+/// blocking thread: its store has its own runtime.
+async fn body_for(content: &Content, offset: u64, len: u64) -> Result<ByteStream, StoreError> {
+    let Content::Source(source) = content else { return Ok(body_of(content, offset, len)) };
+    let source = source.clone();
+    let data = tokio::task::spawn_blocking(move || source.read_vec(offset, len))
+        .await
+        .map_err(|e| StoreError::local(format!("reading the source object: {e}")))??;
+    Ok(ByteStream::from(Bytes::from(data)))
+}
+
 /// A request body reading `len` bytes of `content` from `offset`: the
 /// buffer itself, or the open file by offset. Either can be replayed when
 /// the SDK retries.
 fn body_of(content: &Content, offset: u64, len: u64) -> ByteStream {
     match content {
+        Content::Source(_) => unreachable!("body_for reads a source object first"),
         Content::Bytes(b) => {
             let start = offset as usize;
             ByteStream::from(b.slice(start..start + len as usize))
@@ -796,24 +840,20 @@ impl ObjectStore for S3Store {
         }
     }
     fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
-        let sse = self.sse.as_ref();
-        self.runtime.block_on(async {
-            let request = with_sse!(self.client.get_object().bucket(&self.settings.bucket).key(key), sse);
-            let mut out = match request.send().await {
-                Ok(out) => out,
-                Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(false),
-                Err(e) => return Err(sdk_error("GET", key, e)),
-            };
-            while let Some(chunk) = out
-                .body
-                .try_next()
-                .await
-                .map_err(|e| StoreError::new(ErrorKind::Transient, format!("GET {key}: {e}")))?
-            {
-                sink(&chunk)?;
-            }
-            Ok(true)
-        })
+        self.get(key, None, sink)
+    }
+
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        if len == 0 {
+            return Ok(self.head(key)?.is_some());
+        }
+        self.get(key, Some(format!("bytes={offset}-{}", offset + len - 1)), sink)
     }
 
     fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError> {

@@ -231,6 +231,37 @@ impl Authed<'_> {
 }
 
 impl SwiftStore {
+    /// GET the object (or a `bytes=` range of it), streaming it to `sink`.
+    fn get(
+        &self,
+        key: &str,
+        range: Option<String>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        let mut r = self.request("GET", key, &|a, s| {
+            let req = a.get(&self.object_url(s, &self.container, key));
+            match &range {
+                Some(range) => req.header("Range", range).call(),
+                None => req.call(),
+            }
+        })?;
+        match r.status().as_u16() {
+            200..=299 => {}
+            404 => return Ok(false),
+            _ => return Err(status_error("GET", key, r)),
+        }
+        let mut reader = r.body_mut().with_config().limit(u64::MAX).reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n =
+                reader.read(&mut buf).map_err(|e| StoreError::new(ErrorKind::Transient, format!("GET {key}: {e}")))?;
+            if n == 0 {
+                return Ok(true);
+            }
+            sink(&buf[..n])?;
+        }
+    }
+
     pub fn new(settings: &SwiftSettings, container: &str) -> anyhow::Result<Self> {
         if container.is_empty() || container.contains('/') {
             anyhow::bail!("Swift container {container:?}: expected a container name without '/'");
@@ -515,7 +546,7 @@ impl SwiftStore {
                     let end = (start + len as usize).min(b.len());
                     req.send(&b[start..end])
                 }
-                Content::File(_) => {
+                Content::File(_) | Content::Source(_) => {
                     let mut reader = RangeReader { content, at: offset, end: offset + len };
                     req.header("Content-Length", len.to_string()).send(ureq::SendBody::from_reader(&mut reader))
                 }
@@ -1063,22 +1094,20 @@ impl ObjectStore for SwiftStore {
     }
 
     fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
-        let mut r = self.request("GET", key, &|a, s| a.get(&self.object_url(s, &self.container, key)).call())?;
-        match r.status().as_u16() {
-            200..=299 => {}
-            404 => return Ok(false),
-            _ => return Err(status_error("GET", key, r)),
+        self.get(key, None, sink)
+    }
+
+    fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        if len == 0 {
+            return Ok(self.head(key)?.is_some());
         }
-        let mut reader = r.body_mut().with_config().limit(u64::MAX).reader();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n =
-                reader.read(&mut buf).map_err(|e| StoreError::new(ErrorKind::Transient, format!("GET {key}: {e}")))?;
-            if n == 0 {
-                return Ok(true);
-            }
-            sink(&buf[..n])?;
-        }
+        self.get(key, Some(format!("bytes={offset}-{}", offset + len - 1)), sink)
     }
 
     fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError> {
