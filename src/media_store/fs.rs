@@ -548,6 +548,129 @@ impl MediaStore {
         Ok(())
     }
 
+    /// A regular file's size and modification time, resolved beneath the
+    /// store without following symlinks; `None` if there is none.
+    pub fn stat_rel(&self, rel: &str) -> io::Result<Option<(u64, SystemTime)>> {
+        let Some((dir_rel, name)) = rel.rsplit_once('/') else { return Ok(None) };
+        match self.dir(dir_rel) {
+            Ok(Some(dir)) => match rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if file_type(&st) == FileType::RegularFile => {
+                    Ok(Some((st.st_size.max(0) as u64, modified(&st))))
+                }
+                Ok(_) => Err(io::Error::other(format!("{rel}: not a regular file"))),
+                Err(e) if is_absent(e) => Ok(None),
+                Err(e) => Err(errno_io(e, rel)),
+            },
+            Ok(None) => Ok(None),
+            Err(e) if is_refused_link(e) => {
+                Err(io::Error::other(format!("{dir_rel}: a symlink on the way; not followed")))
+            }
+            Err(e) => Err(errno_io(e, dir_rel)),
+        }
+    }
+
+    /// Open the regular file `rel` for reading, beneath the store, never
+    /// through a symlink; `None` if there is none.
+    pub fn open_rel(&self, rel: &str) -> io::Result<Option<File>> {
+        let Some((dir_rel, name)) = rel.rsplit_once('/') else { return Ok(None) };
+        let dir = match self.dir(dir_rel) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Ok(None),
+            Err(e) if is_refused_link(e) => {
+                return Err(io::Error::other(format!("{dir_rel}: a symlink on the way; not followed")));
+            }
+            Err(e) => return Err(errno_io(e, dir_rel)),
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&*dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if is_absent(e) => return Ok(None),
+            Err(e) if e == Errno::LOOP => return Err(io::Error::other(format!("{rel}: is a symlink; not followed"))),
+            Err(e) => return Err(errno_io(e, rel)),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| errno_io(e, rel))?;
+        if file_type(&st) != FileType::RegularFile {
+            return Err(io::Error::other(format!("{rel}: not a regular file")));
+        }
+        Ok(Some(File::from(fd)))
+    }
+
+    /// Write the file `rel` (validated components) as the homeserver would
+    /// find it: its folders made beneath the store without following
+    /// symlinks, the bytes `fill` writes put under a temporary name,
+    /// synced, then renamed into place and the folder synced. Files and
+    /// folders get the store folder's owner (when run as root) and its
+    /// permission bits (files without the execute bits).
+    pub fn write_rel(&self, rel: &str, fill: &mut dyn FnMut(&mut File) -> io::Result<()>) -> io::Result<()> {
+        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, format!("{rel}: {why}"));
+        let mut pieces: Vec<&str> = rel.split('/').collect();
+        let name = pieces.pop().filter(|_| !pieces.is_empty()).ok_or_else(|| invalid("no folder".into()))?;
+        if !self.names.contains(&pieces[0]) {
+            return Err(invalid("not below a top-level folder of the media store".into()));
+        }
+        for piece in pieces.iter().chain([&name]) {
+            check_component(piece).map_err(|why| invalid(why.to_owned()))?;
+        }
+        let root = rustix::fs::fstat(&self.root)?;
+        let owner = rustix::process::geteuid().is_root().then_some((root.st_uid, root.st_gid));
+        let dir_mode = Mode::from_raw_mode(root.st_mode & 0o7777);
+        let file_mode = Mode::from_raw_mode(root.st_mode & 0o666);
+        let own = |fd: &rustix::fd::OwnedFd, mode: Mode| -> io::Result<()> {
+            rustix::fs::fchmod(fd, mode)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::fchown(fd, Some(uid), Some(gid))?;
+            }
+            Ok(())
+        };
+        let mut dir =
+            rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let mut dir_rel = String::new();
+        for piece in &pieces {
+            if !dir_rel.is_empty() {
+                dir_rel.push('/');
+            }
+            dir_rel.push_str(piece);
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let next = match rustix::fs::openat(&dir, *piece, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&dir, *piece, dir_mode) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(errno_io(e, &dir_rel)),
+                    }
+                    let fd =
+                        rustix::fs::openat(&dir, *piece, flags, Mode::empty()).map_err(|e| errno_io(e, &dir_rel))?;
+                    own(&fd, dir_mode)?;
+                    rustix::fs::fsync(&dir).map_err(|e| errno_io(e, &dir_rel))?;
+                    fd
+                }
+                Err(e) if e == Errno::LOOP || e == Errno::NOTDIR => {
+                    return Err(io::Error::other(format!("{dir_rel}: not a folder (a symlink?); not followed")));
+                }
+                Err(e) => return Err(errno_io(e, &dir_rel)),
+            };
+            dir = next;
+        }
+        // One temporary name per file: one writer holds the store's lock,
+        // and a file a killed run left is overwritten by the next.
+        let tmp = format!(".{name}.media-offload.tmp");
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&dir, tmp.as_str(), flags, file_mode).map_err(|e| errno_io(e, rel))?;
+        let result = (|| -> io::Result<()> {
+            own(&fd, file_mode)?;
+            let mut file = File::from(fd);
+            fill(&mut file)?;
+            file.sync_all()?;
+            rustix::fs::renameat(&dir, tmp.as_str(), &dir, name)?;
+            rustix::fs::fsync(&dir)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+        }
+        result.map_err(|e| io::Error::new(e.kind(), format!("writing {rel}: {e}")))
+    }
+
     /// Take an exclusive lock on the media store itself (`flock` on its
     /// folder), so that two runs with different state files still cannot
     /// work on one store at once. `Ok(None)` if another process holds it.
