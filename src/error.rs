@@ -31,6 +31,8 @@ pub enum Failure {
     Locked { what: String, holder: Option<String> },
     #[error("{count} item(s) failed; see the messages above (their local files were kept)")]
     Partial { count: u64 },
+    #[error("{count} key(s) not copied; see the messages above (a rerun retries them)")]
+    NotCopied { count: u64 },
     #[error("{count} inconsistencies found; see the report above")]
     Found { count: u64 },
     #[error("{count} fix(es) not done; see the report and messages above")]
@@ -52,7 +54,7 @@ impl Failure {
             Failure::Locked { .. } => ExitCode::Locked,
             Failure::Partial { .. } => ExitCode::Partial,
             Failure::Found { .. } => ExitCode::Found,
-            Failure::NotFixed { .. } => ExitCode::Partial,
+            Failure::NotFixed { .. } | Failure::NotCopied { .. } => ExitCode::Partial,
         }
     }
 }

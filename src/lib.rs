@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod copy_state;
 pub mod duration;
 pub mod error;
 pub mod faults;

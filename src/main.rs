@@ -57,6 +57,7 @@ fn dispatch(cli: &Cli, ctx: &Context) -> anyhow::Result<()> {
         Command::Migrate(a) => commands::migrate::run(ctx, &a.into_options()),
         Command::Purge(a) => commands::purge::run(ctx, &a.into_options()),
         Command::Check(a) => commands::check::run(ctx, &a.into_options()),
+        Command::Copy(a) => commands::copy::run(ctx, &a.into_options()),
         Command::Demo(a) => commands::demo::run(ctx, &a.dir, a.files),
         Command::Completions { shell } => write_stdout(&manpage::completions(*shell)),
         Command::Man => write_stdout(&manpage::man_page()),

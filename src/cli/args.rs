@@ -84,6 +84,9 @@ pub enum Command {
     /// Find inconsistencies between the database, the disk and the store;
     /// with --fix, remove the orphans.
     Check(CheckArgs),
+    /// Copy the media between stores (S3, Swift, a directory, the media
+    /// store itself), driven by the homeserver database, verified, resumable.
+    Copy(CopyArgs),
     /// Generate a demo homeserver (SQLite + media store) and offload it to a local directory.
     Demo(DemoArgs),
     /// Print a shell completion script.
@@ -400,6 +403,99 @@ pub struct CheckArgs {
     pub dendrite: DendriteLocation,
 }
 
+/// `--from` and `--to`: media-store (the live media store), store (the
+/// store the homeserver is configured with), a directory (/path, ./path,
+/// file:///path), s3:BUCKET or swift:CONTAINER. S3 keys per side come from
+/// --from-credentials-file / --to-credentials-file (YAML: access_key_id,
+/// secret_access_key), else MEDIA_OFFLOAD_FROM_ACCESS_KEY_ID and
+/// MEDIA_OFFLOAD_FROM_SECRET_ACCESS_KEY (TO likewise), else the AWS chain.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Where the media are now.
+    #[arg(long, value_name = "SIDE")]
+    pub from: String,
+
+    /// Where they go.
+    #[arg(long, value_name = "SIDE")]
+    pub to: String,
+
+    /// S3 endpoint URL of the source.
+    #[arg(long, value_name = "URL")]
+    pub from_endpoint_url: Option<String>,
+    /// S3 region of the source.
+    #[arg(long, value_name = "REGION")]
+    pub from_region: Option<String>,
+    /// Key prefix at the source (prepended as-is).
+    #[arg(long, value_name = "PREFIX")]
+    pub from_prefix: Option<String>,
+    /// The source's SSE-C key, from this file.
+    #[arg(long, value_name = "PATH")]
+    pub from_sse_customer_key_file: Option<PathBuf>,
+    /// The source's S3 keys, from this YAML file (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub from_credentials_file: Option<PathBuf>,
+    /// The source's Swift login: this cloud of clouds.yaml [default: OS_CLOUD, else ST_AUTH/ST_USER/ST_KEY].
+    #[arg(long, value_name = "NAME")]
+    pub from_swift_cloud: Option<String>,
+
+    /// S3 endpoint URL of the destination.
+    #[arg(long, value_name = "URL")]
+    pub to_endpoint_url: Option<String>,
+    /// S3 region of the destination.
+    #[arg(long, value_name = "REGION")]
+    pub to_region: Option<String>,
+    /// Key prefix at the destination (prepended as-is).
+    #[arg(long, value_name = "PREFIX")]
+    pub to_prefix: Option<String>,
+    /// The destination's SSE-C key, from this file.
+    #[arg(long, value_name = "PATH")]
+    pub to_sse_customer_key_file: Option<PathBuf>,
+    /// The destination's S3 keys, from this YAML file (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub to_credentials_file: Option<PathBuf>,
+    /// The destination's Swift login: this cloud of clouds.yaml.
+    #[arg(long, value_name = "NAME")]
+    pub to_swift_cloud: Option<String>,
+    /// S3 storage class of the new objects [default: STANDARD].
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(STORAGE_CLASSES))]
+    pub to_storage_class: Option<String>,
+
+    /// The copy's state file [default: copy-state.db beside cache.db]: what
+    /// is verified at the destination, so a rerun copies only the rest.
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// Copy every object listed at the source, not only what the homeserver
+    /// database names.
+    #[arg(long)]
+    pub all_objects: bool,
+
+    /// Delete each source object once its copy is verified.
+    #[arg(long)]
+    pub delete_source: bool,
+
+    /// Replace a destination object that differs from the source (without
+    /// it: kept, reported, exit 3).
+    #[arg(long)]
+    pub overwrite_mismatched: bool,
+
+    /// Show what would be copied; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// How many keys to copy at once [default: 16].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: Option<u16>,
+
+    /// The homeserver config [default: homeserver.yaml]; repeatable.
+    #[arg(long, value_name = "PATH", action = clap::ArgAction::Append, help_heading = WHERE)]
+    pub homeserver_config_path: Option<Vec<PathBuf>>,
+
+    /// The media store directory [default: media_store_path in homeserver.yaml].
+    #[arg(long, value_name = "PATH", help_heading = WHERE)]
+    pub media_store_path: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where to create the demo homeserver (must not exist yet, or be an earlier demo).
@@ -458,6 +554,19 @@ mod tests {
             &["x", "check", "--swift", "--container", "media", "--swift-segment-size", "1G"],
             &["x", "purge", "--dendrite-config", "/etc/dendrite/dendrite.yaml", "--remote-older-than", "30d"],
             &["x", "check", "--dendrite-config", "d.yaml", "--dendrite-working-dir", "/var/lib/dendrite", "--fix"],
+            &[
+                "x",
+                "copy",
+                "--from",
+                "store",
+                "--to",
+                "s3:new",
+                "--to-endpoint-url",
+                "https://s3.example",
+                "--to-prefix",
+                "m/",
+            ],
+            &["x", "copy", "--from", "swift:media", "--to", "media-store", "--dry-run"],
         ];
         for line in lines {
             Cli::try_parse_from(*line).unwrap_or_else(|e| panic!("{line:?}: {e}"));

@@ -3,7 +3,8 @@
 //! how a setting was spelled on the command line.
 
 use super::args::*;
-use crate::commands::{check, migrate, purge, update_db, upload};
+use crate::commands::{check, copy, migrate, purge, update_db, upload};
+use crate::config::copy::SideOptions;
 use crate::config::dendrite::DendriteOptions;
 use crate::config::settings::StoreOptions;
 
@@ -98,6 +99,44 @@ impl CheckArgs {
             samples: self.samples,
             store: self.location.options(None, None),
             dendrite: self.dendrite.options(),
+        }
+    }
+}
+
+impl CopyArgs {
+    pub fn into_options(&self) -> copy::Options {
+        copy::Options {
+            from: SideOptions {
+                spec: self.from.clone(),
+                endpoint_url: self.from_endpoint_url.clone(),
+                region: self.from_region.clone(),
+                prefix: self.from_prefix.clone(),
+                sse_customer_key_file: self.from_sse_customer_key_file.clone(),
+                credentials_file: self.from_credentials_file.clone(),
+                swift_cloud: self.from_swift_cloud.clone(),
+                storage_class: None,
+            },
+            to: SideOptions {
+                spec: self.to.clone(),
+                endpoint_url: self.to_endpoint_url.clone(),
+                region: self.to_region.clone(),
+                prefix: self.to_prefix.clone(),
+                sse_customer_key_file: self.to_sse_customer_key_file.clone(),
+                credentials_file: self.to_credentials_file.clone(),
+                swift_cloud: self.to_swift_cloud.clone(),
+                storage_class: self.to_storage_class.clone(),
+            },
+            store: StoreOptions {
+                homeserver_config_path: self.homeserver_config_path.clone(),
+                media_store_path: self.media_store_path.clone(),
+                concurrency: self.concurrency,
+                ..StoreOptions::default()
+            },
+            state: self.state.clone(),
+            all_objects: self.all_objects,
+            delete_source: self.delete_source,
+            overwrite_mismatched: self.overwrite_mismatched,
+            dry_run: self.dry_run,
         }
     }
 }

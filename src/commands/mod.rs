@@ -11,6 +11,7 @@ use crate::lock::{LockMode, RunLock};
 
 pub mod check;
 pub mod check_deleted;
+pub mod copy;
 pub mod demo;
 pub mod migrate;
 pub mod purge;

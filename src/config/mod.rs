@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_yaml_ng::Value;
 
+pub mod copy;
 pub mod database;
 pub mod dendrite;
 pub mod file;
