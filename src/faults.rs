@@ -20,7 +20,9 @@
 //! objects not) and `after-purge-object` (a batch delete of object keys
 //! done, the next batch's rows not yet deleted); for update-db `update-db-batch`
 //! and `update-db-commit`, for check-deleted `check-deleted-page` (cache.db
-//! written but not committed).
+//! written but not committed); for copy `copy-after-put` (an object stored,
+//! not verified), `copy-after-verify`, `copy-after-source-delete` and
+//! `copy-state-commit` (a page of statuses about to be committed).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
