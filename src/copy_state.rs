@@ -70,7 +70,7 @@ impl CopyState {
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("{} is not a copy state file (could not read it as one)", path.display()))?;
-        if !existed {
+        if !existed && path != Path::new(":memory:") {
             crate::lock::hand_over(path);
         }
         let pair: Option<(String, String)> = conn
