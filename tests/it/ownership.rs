@@ -2,48 +2,15 @@
 //! s3_media_upload often ran, from root's cron), and one run at a time per
 //! media store, whatever the state file.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-
 use crate::common::*;
-
-/// The test owner's (uid, gid), from /etc/passwd.
-fn owner() -> (u32, u32) {
-    let name = &test_env().owner;
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    let line = passwd.lines().find(|l| l.split(':').next() == Some(name)).unwrap_or_else(|| panic!("no user {name}"));
-    let f: Vec<&str> = line.split(':').collect();
-    (f[2].parse().unwrap(), f[3].parse().unwrap())
-}
-
-fn chown_tree(path: &Path, (uid, gid): (u32, u32)) {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
-    if path.is_dir() && !path.is_symlink() {
-        for e in std::fs::read_dir(path).unwrap() {
-            chown_tree(&e.unwrap().path(), (uid, gid));
-        }
-    }
-}
-
-fn owned_by(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).uid()
-}
 
 /// A homeserver whose folder, database and media belong to the owner.
 fn owned_homeserver() -> (Homeserver, Vec<Media>) {
-    assert!(rustix_is_root(), "these tests run as root, as CI does");
+    assert!(is_root(), "these tests run as root, as CI does");
     let mut hs = Homeserver::sqlite();
     let media = hs.add_all(vec![Media::local(&hs.new_id()).with_thumbs(), Media::local(&hs.new_id())]);
     chown_tree(hs.cwd(), owner());
     (hs, media)
-}
-
-fn rustix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
 }
 
 #[test]
