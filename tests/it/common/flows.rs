@@ -34,6 +34,26 @@ impl Dest<'_> {
             Dest::Dir(d) => files_under(d).into_keys().collect(),
         }
     }
+
+    /// Stores `data` at `key` as another tool would (no metadata).
+    pub fn put(&self, key: &str, data: &[u8]) {
+        match self {
+            Dest::S3(s3) => s3.put(key, data, &[]),
+            Dest::Swift(sw) => sw.put(key, data),
+            Dest::Dir(d) => {
+                let p = d.join(key);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, data).unwrap();
+            }
+        }
+    }
+
+    /// Stores every file of `files` (relative path -> content) at `prefix + path`.
+    pub fn put_all(&self, prefix: &str, files: &std::collections::BTreeMap<String, Vec<u8>>) {
+        for (rel, data) in files {
+            self.put(&format!("{prefix}{rel}"), data);
+        }
+    }
 }
 
 impl Homeserver {
