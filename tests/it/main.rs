@@ -13,6 +13,7 @@ mod check;
 mod cli;
 mod compat;
 mod conflicts;
+mod copy;
 mod crash;
 mod dendrite;
 mod faults;
