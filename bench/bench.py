@@ -15,6 +15,9 @@ Steps (each on the same generated data, the same S3 server on loopback):
   purge         `purge --remote-older-than 1d` of that many remote media, each
                 with a thumbnail, files on disk and objects in the S3 server
                 (media-offload only: the Python tool has no purge)
+  copy          the realistic media store's objects from one S3 server to a
+                second one: `copy` (what the database names) against
+                `rclone copy` of the whole bucket (server CPU: both servers')
 
 Every run is timed: wall time here, CPU time and peak RSS of the tool by
 GNU time. The S3 server's CPU time and the machine's other CPU use during the
@@ -82,9 +85,10 @@ PROFILES = {
 }
 UPLOAD_TOOLS = ["media-offload", "s3_media_upload", "rclone"]
 DB_TOOLS = ["media-offload", "s3_media_upload"]
-STEPS = ["upload-mix", "upload-small", "update-db", "check-deleted", "check-deleted-daily", "purge"]
+STEPS = ["upload-mix", "upload-small", "update-db", "check-deleted", "check-deleted-daily", "purge", "copy"]
 # The one thumbnail of each purged media: (file name, width, height, type, method).
 PURGE_THUMB = ("96-96-image-jpeg-crop", 96, 96, "image/jpeg", "crop")
+COPY_TOOLS = ["media-offload", "rclone"]
 
 
 class BenchError(Exception):
@@ -155,11 +159,13 @@ def synapse_schema():
 class Server:
     """An S3 server on loopback, started afresh (empty) for every run."""
 
-    def __init__(self, kind, rclone_env):
+    def __init__(self, kind, rclone_env, name="bench"):
         self.kind = kind
+        self.name = name  # its rclone remote; also names its folder and log
         self.proc = None
         self.port = None
-        self.root = WORK / "s3-root"
+        self.root = WORK / ("s3-root" if name == "bench" else f"s3-root-{name}")
+        self.log = WORK / (f"{kind}.log" if name == "bench" else f"{kind}-{name}.log")
         self.rclone_env = rclone_env
 
     @property
@@ -178,14 +184,14 @@ class Server:
         self.root.mkdir(parents=True)
         self.port = free_port()
         env = dict(os.environ, RUST_LOG="error")
-        logfile = open(WORK / f"{self.kind}.log", "ab")
+        logfile = open(self.log, "ab")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=logfile,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
         logfile.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BenchError(f"{self.kind} exited at start; see {WORK / (self.kind + '.log')}")
+                raise BenchError(f"{self.kind} exited at start; see {self.log}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 break
@@ -193,7 +199,7 @@ class Server:
                 time.sleep(0.1)
         else:
             raise BenchError(f"{self.kind} did not listen on port {self.port}")
-        run_checked(["rclone", "mkdir", f"bench:{BUCKET}"], env=self.rclone_env(self))
+        run_checked(["rclone", "mkdir", f"{self.name}:{BUCKET}"], env=self.rclone_env(self))
 
     def cpu_seconds(self):
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -234,11 +240,13 @@ def busy_cpu_seconds():
 
 
 def measure(cmd, cwd, env, server=None, label=""):
-    """Run one command; return its wall time, CPU, peak RSS and context."""
+    """Run one command; return its wall time, CPU, peak RSS and context.
+    `server`: the S3 server it talks to, or a tuple of them."""
+    servers = server if isinstance(server, tuple) else (server,) if server else ()
     out_path = Path(cwd) / "output.txt"
     load = os.getloadavg()[0]
     busy0 = busy_cpu_seconds()
-    srv0 = server.cpu_seconds() if server else 0.0
+    srv0 = sum(s.cpu_seconds() for s in servers)
     usage_path = Path(cwd) / "usage.txt"
     # GNU time, not our own wait4(): a child forked from this (large) Python
     # process would count the fork's memory in its peak RSS.
@@ -251,7 +259,7 @@ def measure(cmd, cwd, env, server=None, label=""):
     fields = usage_path.read_text().split()[-3:]
     peak_kib, user, sys_ = int(fields[0]), float(fields[1]), float(fields[2])
     cpu = user + sys_
-    srv = (server.cpu_seconds() - srv0) if server else 0.0
+    srv = sum(s.cpu_seconds() for s in servers) - srv0
     result = {
         "wall_s": wall,
         "user_s": user,
@@ -263,8 +271,8 @@ def measure(cmd, cwd, env, server=None, label=""):
         "load1_after": os.getloadavg()[0],
         "exit": proc.returncode,
     }
-    if server:
-        result["server_peak_rss_kib"] = server.peak_rss_kib()
+    if servers:
+        result["server_peak_rss_kib"] = max(s.peak_rss_kib() for s in servers)
     if proc.returncode != 0:
         tail = out_path.read_text(errors="replace")[-3000:]
         raise BenchError(f"{label}: {' '.join(map(str, cmd))} exited {proc.returncode}:\n{tail}")
@@ -326,7 +334,7 @@ def write_store(media, store, seed):
 def load_homeserver_rows(pg, db, media):
     now = int(time.time() * 1000)
     old = now - 400 * DAY_MS
-    local, remote = [], []
+    local, remote, local_thumbs, remote_thumbs = [], [], [], []
     for i, m in enumerate(media):
         size = m["files"][0][1]
         mtype = {"image": "image/jpeg", "video": "video/mp4", "big": "video/mp4"}.get(m["kind"], "application/pdf")
@@ -335,10 +343,23 @@ def load_homeserver_rows(pg, db, media):
             remote.append(f"{m['origin']}\t{m['media_id']}\t{mtype}\t{ts}\tupload\t{size}\t{m['filesystem_id']}\t{ts}\n")
         else:
             local.append(f"{m['media_id']}\t{mtype}\t{size}\t{ts}\tupload\t@user{i % 500}:bench.example\t{ts}\n")
+        for name, tsize in m["files"][1:]:
+            # "W-H-TOP-SUB-METHOD", as Synapse names the file after its row.
+            w, h, top, sub, method = name.split("-")
+            if m["origin"]:
+                remote_thumbs.append(f"{m['origin']}\t{m['media_id']}\t{w}\t{h}\t{method}\t{top}/{sub}\t{tsize}"
+                                     f"\t{m['filesystem_id']}\n")
+            else:
+                local_thumbs.append(f"{m['media_id']}\t{w}\t{h}\t{top}/{sub}\t{method}\t{tsize}\n")
     pg.psql(db, "COPY local_media_repository (media_id, media_type, media_length, created_ts, upload_name, "
                 "user_id, last_access_ts) FROM STDIN", "".join(local).encode())
     pg.psql(db, "COPY remote_media_cache (media_origin, media_id, media_type, created_ts, upload_name, "
                 "media_length, filesystem_id, last_access_ts) FROM STDIN", "".join(remote).encode())
+    pg.psql(db, "COPY local_media_repository_thumbnails (media_id, thumbnail_width, thumbnail_height, "
+                "thumbnail_type, thumbnail_method, thumbnail_length) FROM STDIN", "".join(local_thumbs).encode())
+    pg.psql(db, "COPY remote_media_cache_thumbnails (media_origin, media_id, thumbnail_width, thumbnail_height, "
+                "thumbnail_method, thumbnail_type, thumbnail_length, filesystem_id) FROM STDIN",
+            "".join(remote_thumbs).encode())
 
 
 def generate_rows(pg, db, n):
@@ -395,14 +416,17 @@ class Bench:
             "PGPASSWORD": os.environ.get("MO_TEST_PG_SUPERPASS", ""),
         })
 
-    def rclone_env(self, server):
+    def rclone_env(self, *servers):
+        """rclone's environment with a remote named after each server."""
         conf = WORK / "rclone.conf"
         conf.touch()
-        return dict(self.base_env, RCLONE_CONFIG=str(conf), RCLONE_CONFIG_BENCH_TYPE="s3",
-                    RCLONE_CONFIG_BENCH_PROVIDER="Other", RCLONE_CONFIG_BENCH_ENV_AUTH="false",
-                    RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=ACCESS_KEY, RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SECRET_KEY,
-                    RCLONE_CONFIG_BENCH_REGION="us-east-1", RCLONE_CONFIG_BENCH_ENDPOINT=server.url,
-                    RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE="true")
+        env = dict(self.base_env, RCLONE_CONFIG=str(conf))
+        for server in servers:
+            p = f"RCLONE_CONFIG_{server.name.upper()}_"
+            env.update({p + "TYPE": "s3", p + "PROVIDER": "Other", p + "ENV_AUTH": "false",
+                        p + "ACCESS_KEY_ID": ACCESS_KEY, p + "SECRET_ACCESS_KEY": SECRET_KEY,
+                        p + "REGION": "us-east-1", p + "ENDPOINT": server.url, p + "FORCE_PATH_STYLE": "true"})
+        return env
 
     def record(self, step, tool, size, run, result, **extra):
         entry = {"step": step, "tool": tool, "size": size, "run": run, **result, **extra}
@@ -474,25 +498,79 @@ class Bench:
                 self.server.stop()
                 shutil.rmtree(work, ignore_errors=True)
 
-    def verify_upload(self, tool, work, store, manifest):
-        if self.server.kind == "s3s-fs":
+    def verify_bucket(self, server, tool, manifest):
+        """The bucket on `server` holds as many objects and bytes as the media store."""
+        if server.kind == "s3s-fs":
             # s3s-fs answers a flat listing (empty delimiter, what rclone's
             # recursive listings ask for) with no objects; its objects are
             # plain files under the bucket's folder.
-            count, total = count_tree(self.server.root / BUCKET)
+            count, total = count_tree(server.root / BUCKET)
         else:
             listing = json.loads(run_checked(["rclone", "lsjson", "-R", "--files-only", "--no-mimetype",
-                                              "--no-modtime", f"bench:{BUCKET}"], env=self.rclone_env(self.server)))
+                                              "--no-modtime", f"{server.name}:{BUCKET}"], env=self.rclone_env(server)))
             count, total = len(listing), sum(o["Size"] for o in listing)
         if (count, total) != (manifest["files"], manifest["bytes"]):
-            raise BenchError(f"{tool}: the bucket holds {count} objects, {total} bytes; "
+            raise BenchError(f"{tool}: the bucket on {server.url} holds {count} objects, {total} bytes; "
                              f"expected {manifest['files']}, {manifest['bytes']}")
+
+    def verify_upload(self, tool, work, store, manifest):
+        self.verify_bucket(self.server, tool, manifest)
         if tool != "rclone":
             left = count_tree(store)[0]
             if left:
                 raise BenchError(f"{tool}: {left} files left in the media store after upload --delete")
             if cache_count(work / "cache.db", "NOT known_deleted"):
                 raise BenchError(f"{tool}: cache.db still has media not marked deleted")
+
+    # -- copy --------------------------------------------------------------
+    def bench_copy(self):
+        """The mix's objects from one S3 server to a second one: two servers
+        of the same kind, each its own process, port and folder. The source
+        is filled once (not timed) and only read; the destination starts
+        empty for every run."""
+        data, manifest = self.prepare_upload_set("mix")
+        db = "bench_mix"  # made by prepare_upload_set
+        src, dst = Server(self.args.server, self.rclone_env, name="source"), self.server
+        step = "copy"
+        try:
+            src.start()
+            log(f"{step}: filling the source server (not timed)")
+            run_checked(["rclone", "copy", "--transfers", "32", "-q", str(data / "media_store"), f"source:{BUCKET}"],
+                        env=self.rclone_env(src))
+            self.verify_bucket(src, "the source", manifest)
+            for run in range(1, self.runs + 1):
+                for tool in [t for t in COPY_TOOLS if t in self.args.tools]:
+                    work = WORK / "runs" / step / f"{tool}-{run}"
+                    shutil.rmtree(work, ignore_errors=True)
+                    work.mkdir(parents=True)
+                    # What the copy reads the database names from (its state
+                    # file goes beside ./cache.db, here).
+                    (work / "homeserver.yaml").write_text(self.homeserver_yaml(db, data / "media_store"))
+                    dst.start()
+                    os.sync()
+                    time.sleep(1)
+                    if tool == "media-offload":
+                        cmd = [self.mo, "--no-progress", "copy", "--from", f"s3:{BUCKET}", "--from-endpoint-url",
+                               src.url, "--to", f"s3:{BUCKET}", "--to-endpoint-url", dst.url]
+                        env = self.base_env
+                    else:
+                        cmd = ["rclone", "copy", "--transfers", "32", "-q", f"source:{BUCKET}", f"bench:{BUCKET}"]
+                        env = self.rclone_env(src, dst)
+                    result = measure(cmd, work, env, (src, dst), f"{step} {tool}")
+                    self.verify_bucket(dst, tool, manifest)
+                    result["files_per_s"] = manifest["files"] / result["wall_s"]
+                    result["mb_per_s"] = manifest["bytes"] / 1e6 / result["wall_s"]
+                    self.record(step, tool, manifest["files"], run, result, bytes=manifest["bytes"])
+                    dst.stop()
+                    shutil.rmtree(work, ignore_errors=True)
+        finally:
+            src.stop()
+
+    def homeserver_yaml(self, db, media_store):
+        """A homeserver.yaml for the database `db` (unix socket, superuser)."""
+        return (f"server_name: bench.example\nmedia_store_path: {json.dumps(str(media_store))}\n"
+                f"database:\n  name: psycopg2\n  args:\n    host: {json.dumps(self.pg.socket)}\n"
+                f"    port: {self.pg.port}\n    user: {json.dumps(self.pg.user)}\n    dbname: {db}\n")
 
     # -- update-db and check-deleted --------------------------------------
     def rows_data(self, n):
@@ -793,6 +871,8 @@ class Bench:
                     self.bench_check_deleted_daily()
                 elif step == "purge":
                     self.bench_purge()
+                elif step == "copy":
+                    self.bench_copy()
         finally:
             self.server.stop()
         report = markdown(self.system, self.results)
