@@ -128,6 +128,16 @@ fn media_scene(hs: &mut Homeserver) -> BTreeMap<String, Vec<u8>> {
     named
 }
 
+/// [`media_scene`]'s files at `prefix` in a bucket on moto, and another,
+/// empty bucket there.
+fn s3_scene(prefix: &str) -> (Homeserver, BTreeMap<String, Vec<u8>>, S3, S3) {
+    let mut hs = Homeserver::sqlite();
+    let files = media_scene(&mut hs);
+    let src = S3::new();
+    Dest::S3(&src).put_all(prefix, &files);
+    (hs, files, src, S3::new())
+}
+
 /// With `prefix` before each relative path.
 fn prefixed(prefix: &str, files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
     files.iter().map(|(k, v)| (format!("{prefix}{k}"), v.clone())).collect()
@@ -467,11 +477,7 @@ fn kill_9_at_each_crash_point_of_copy_delete_source_never_loses_an_object_and_a_
 
 #[test]
 fn a_differing_destination_object_is_a_conflict_kept_unless_overwrite_mismatched() {
-    let mut hs = Homeserver::sqlite();
-    let files = media_scene(&mut hs);
-    let src = S3::new();
-    Dest::S3(&src).put_all("", &files);
-    let dst = S3::new();
+    let (hs, files, src, dst) = s3_scene("");
     let key = files.keys().find(|k| files[*k].len() > 100).unwrap().clone();
     let mut other = files[&key].clone();
     other[3] ^= 0x20;
@@ -517,11 +523,7 @@ fn a_missing_source_object_is_reported_and_the_others_are_copied() {
 
 #[test]
 fn a_dry_run_changes_nothing_and_writes_no_state() {
-    let mut hs = Homeserver::sqlite();
-    let files = media_scene(&mut hs);
-    let src = S3::new();
-    Dest::S3(&src).put_all("", &files);
-    let dst = S3::new();
+    let (hs, files, src, dst) = s3_scene("");
     let out = Copy::new().s3("from", &src, "").s3("to", &dst, "").args(&["--dry-run", "--delete-source"]).run(&hs).ok();
     assert_eq!(out.json()["dry_run"], true, "{}", out.describe());
     assert_eq!(out.j("keys"), files.len() as i64);
@@ -532,11 +534,7 @@ fn a_dry_run_changes_nothing_and_writes_no_state() {
 
 #[test]
 fn delete_source_removes_only_objects_whose_copy_is_verified() {
-    let mut hs = Homeserver::sqlite();
-    let files = media_scene(&mut hs);
-    let src = S3::new();
-    Dest::S3(&src).put_all("s/", &files);
-    let dst = S3::new();
+    let (hs, files, src, dst) = s3_scene("s/");
     let conflict = files.keys().find(|k| k.starts_with("remote_content/")).unwrap().clone();
     dst.put(&format!("d/{conflict}"), b"another tool's bytes", &[]);
     let out = Copy::new().s3("from", &src, "s/").s3("to", &dst, "d/").arg("--delete-source").run(&hs).status(3);
@@ -565,11 +563,8 @@ fn delete_source_is_refused_from_the_media_store() {
 
 #[test]
 fn a_state_file_refuses_another_pair_with_one_line_naming_it() {
-    let mut hs = Homeserver::sqlite();
-    let files = media_scene(&mut hs);
-    let src = S3::new();
-    Dest::S3(&src).put_all("", &files);
-    let (a, b) = (S3::new(), S3::new());
+    let (hs, files, src, a) = s3_scene("");
+    let b = S3::new();
     let state = hs.cwd().join("pair-state.db");
     let st = state.to_str().unwrap();
     Copy::new().s3("from", &src, "").s3("to", &a, "").args(&["--state", st]).run(&hs).ok();
@@ -584,11 +579,7 @@ fn a_state_file_refuses_another_pair_with_one_line_naming_it() {
 
 #[test]
 fn a_second_run_on_the_same_state_file_exits_75() {
-    let mut hs = Homeserver::sqlite();
-    let files = media_scene(&mut hs);
-    let src = S3::new();
-    Dest::S3(&src).put_all("", &files);
-    let dst = S3::new();
+    let (hs, files, src, dst) = s3_scene("");
     let copy = Copy::new().s3("from", &src, "").s3("to", &dst, "");
     let paused = copy.paused_at(&hs, "copy-after-put");
     let out = copy.run(&hs);
@@ -603,10 +594,7 @@ fn a_second_run_on_the_same_state_file_exits_75() {
 
 #[test]
 fn all_objects_copies_what_no_row_knows() {
-    let mut hs = Homeserver::sqlite();
-    let files = media_scene(&mut hs);
-    let src = S3::new();
-    Dest::S3(&src).put_all("src/", &files);
+    let (hs, files, src, dst) = s3_scene("src/");
     let orphans: BTreeMap<String, Vec<u8>> = [
         ("local_content/zz/yy/orphanorphanorphan", b"orphan".to_vec()),
         ("not-synapse-layout.txt", b"something an admin put there".to_vec()),
@@ -618,7 +606,6 @@ fn all_objects_copies_what_no_row_knows() {
     // Outside the source's prefix: never listed.
     src.put("elsewhere/file", b"x", &[]);
 
-    let dst = S3::new();
     Copy::new().s3("from", &src, "src/").s3("to", &dst, "").run(&hs).ok();
     assert_eq!(dst.keys(), files.keys().cloned().collect::<Vec<_>>(), "without --all-objects: only the named ones");
 
