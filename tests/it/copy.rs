@@ -230,7 +230,7 @@ fn s3_to_s3_across_two_servers_with_their_own_credentials_and_prefixes_then_a_re
         let rel = m.original_rel();
         files.insert(rel.clone(), hs.content(&rel).to_vec());
     }
-    // The source: s3s-fs, which checks the keys it is sent.
+    // The source: s3s-fs, which checks credentials (moto takes any).
     let src = S3::new_s3s();
     Dest::S3(&src).put_all("old/", hs.generated());
     let dst = S3::new();
@@ -438,7 +438,8 @@ fn kill_at_each_point_then_rerun(points: &[&str], extra: &[&str]) {
         Dest::S3(&src).put_all("", &files);
         let state = format!("state-{point}.db");
         let copy = Copy::new().s3("from", &src, "").s3_with("to", &dst, "copy/", &creds).args(&["--state", &state]);
-        let copy = copy.args(extra);
+        // Wrong default credentials: s3s-fs must get the file's.
+        let copy = copy.args(extra).env("AWS_ACCESS_KEY_ID", "not-the-key");
         let (s, d) = (Dest::S3(&src), Dest::S3(&dst));
         for k in [1, 5] {
             let at = format!("{point}:{k}");
