@@ -323,6 +323,23 @@ fn media_store_to_s3_copies_the_named_files_and_leaves_the_media_store_and_cache
 }
 
 #[test]
+fn to_storage_class_sets_the_class_of_every_copied_object() {
+    let mut hs = Homeserver::sqlite();
+    let files = media_scene(&mut hs);
+    let dst = S3::new();
+    Copy::new()
+        .side("from", "media-store")
+        .s3("to", &dst, "")
+        .args(&["--to-storage-class", "STANDARD_IA"])
+        .run(&hs)
+        .ok();
+    for key in files.keys() {
+        let h = dst.head(key).unwrap_or_else(|| panic!("{key} did not arrive"));
+        assert_eq!(h.storage_class.as_deref(), Some("STANDARD_IA"), "{key}");
+    }
+}
+
+#[test]
 fn media_store_to_the_configured_store_uses_homeserver_yaml_s_provider() {
     let mut hs = Homeserver::sqlite();
     let files = media_scene(&mut hs);
