@@ -78,11 +78,11 @@ fn open_side(side: &Side, settings: &Settings, media: &Option<Arc<LiveStore>>, n
 enum Outcome {
     Copied {
         bytes: u64,
-        source_deleted: bool,
     },
-    Identical {
-        source_deleted: bool,
-    },
+    Identical,
+    /// Verified in an earlier run, and its source object is gone: deleted
+    /// by that run, which was stopped before it could record it.
+    SourceGone,
     WouldCopy {
         bytes: u64,
     },
@@ -187,21 +187,29 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
             };
             progress.advance(1, files, bytes);
             match outcome {
-                Outcome::Copied { bytes, source_deleted } => {
+                Outcome::Copied { bytes } => {
                     tally.copied += 1;
                     tally.copied_bytes += bytes;
-                    finished(&mut tally, &mut changes, entry, source_deleted);
+                    changes.push((entry.key.clone(), Status::Verified));
                     restored.extend(entry.media.clone());
                 }
-                Outcome::Identical { source_deleted } => {
+                Outcome::Identical => {
                     tally.identical += 1;
-                    finished(&mut tally, &mut changes, entry, source_deleted);
+                    changes.push((entry.key.clone(), Status::Verified));
                     restored.extend(entry.media.clone());
+                }
+                Outcome::SourceGone => {
+                    tally.already_done += 1;
+                    tally.source_deleted += 1;
+                    changes.push((entry.key.clone(), Status::SourceDeleted));
                 }
                 Outcome::WouldCopy { bytes } => {
                     tally.copied += 1;
                     tally.copied_bytes += bytes;
                     listing.add(format!("would copy {} ({})", entry.key, naturalsize(bytes)));
+                    if args.delete_source {
+                        listing.add(format!("would delete {} at the source, once copied", from.key(&entry.key)));
+                    }
                 }
                 Outcome::Conflict(why) => {
                     tally.conflicts += 1;
@@ -233,6 +241,12 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
         }
         if !args.dry_run {
             state.set(&changes)?;
+            if args.delete_source {
+                // Only now: a key's source goes after its verified copy
+                // is recorded, so a kill in between leaves a key that the
+                // next run finds verified, with its source gone or not.
+                tally.source_deleted += delete_sources(&from, &mut state, &changes, &mut tally.failed)?;
+            }
         }
         if let Some(e) = stop {
             progress.finish();
@@ -250,11 +264,38 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     Ok(())
 }
 
-fn finished(tally: &mut Tally, changes: &mut Vec<(String, Status)>, entry: &Entry, source_deleted: bool) {
-    if source_deleted {
-        tally.source_deleted += 1;
+/// Delete the source objects of the keys just recorded as verified, in
+/// batches, and record that; returns how many went. A key whose delete
+/// failed stays verified: the next run deletes it.
+fn delete_sources(from: &Opened, state: &mut CopyState, changes: &[(String, Status)], failed: &mut u64) -> Result<u64> {
+    let rels: Vec<&str> = changes.iter().filter(|(_, s)| *s == Status::Verified).map(|(k, _)| k.as_str()).collect();
+    if rels.is_empty() {
+        return Ok(0);
     }
-    changes.push((entry.key.clone(), if source_deleted { Status::SourceDeleted } else { Status::Verified }));
+    let keys: Vec<String> = rels.iter().map(|r| from.key(r)).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let errors = from.store.delete_many(&refs);
+    crate::faults::point("copy-after-source-delete");
+    let mut stop = None;
+    for (key, e) in &errors {
+        log::error!("deleting {key} at the source: {e}");
+        if e.kind.is_systematic() {
+            stop = Some(e.clone());
+        }
+    }
+    *failed += errors.len() as u64;
+    let bad: std::collections::HashSet<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+    let done: Vec<(String, Status)> = rels
+        .iter()
+        .zip(&keys)
+        .filter(|(_, k)| !bad.contains(k.as_str()))
+        .map(|(r, _)| ((*r).to_owned(), Status::SourceDeleted))
+        .collect();
+    state.set(&done)?;
+    if let Some(e) = stop {
+        return Err(anyhow::Error::new(e).context("stopping: the source refuses deletes"));
+    }
+    Ok(done.len() as u64)
 }
 
 /// Fill the state with the keys to copy: what the homeserver database
@@ -315,8 +356,12 @@ fn discover(args: &Options, settings: &Settings, from: &Opened, state: &mut Copy
     flush(&mut batch, state)?;
     db.media().for_each_thumbnail(&mut |t| {
         match MediaPaths::new(&t.origin, &t.location, &t.location, t.kind) {
+            // Only a thumbnail of an original that is copied: not those of
+            // URL previews (kept under url_cache_thumbnails/, never offloaded).
             Ok(paths) if check_component(&t.name).is_ok() => {
-                batch.push(Wanted { key: format!("{}/{}", paths.thumbnail_dir, t.name), media: None });
+                if state.has(&paths.original)? {
+                    batch.push(Wanted { key: format!("{}/{}", paths.thumbnail_dir, t.name), media: None });
+                }
             }
             _ => {
                 refused += 1;
@@ -390,7 +435,7 @@ fn copy_page(run: &Run<'_>, todo: &[Entry], workers: usize) -> Result<Vec<Option
                     if stopped.load(std::sync::atomic::Ordering::Relaxed) {
                         continue;
                     }
-                    let outcome = copy_one(run, &todo[i].key);
+                    let outcome = copy_one(run, &todo[i]);
                     if let Outcome::Failed(e) = &outcome
                         && e.kind.is_systematic()
                     {
@@ -426,17 +471,20 @@ struct Run<'a> {
     local: Option<&'a MediaStore>,
 }
 
-fn copy_one(run: &Run<'_>, rel: &str) -> Outcome {
-    match try_copy_one(run, rel) {
+fn copy_one(run: &Run<'_>, entry: &Entry) -> Outcome {
+    match try_copy_one(run, &entry.key, entry.status == Status::Verified) {
         Ok(o) => o,
         Err(e) => Outcome::Failed(e),
     }
 }
 
-fn try_copy_one(run: &Run<'_>, rel: &str) -> Result<Outcome, StoreError> {
+fn try_copy_one(run: &Run<'_>, rel: &str, verified_before: bool) -> Result<Outcome, StoreError> {
     let (from, to, args) = (run.from, run.to, run.args);
     let (src_key, dst_key) = (from.key(rel), to.key(rel));
     let Some(src) = from.store.head(&src_key)? else {
+        if verified_before {
+            return Ok(Outcome::SourceGone);
+        }
         if run.local.is_some_and(|m| m.has_file(rel).unwrap_or(false)) {
             return Ok(Outcome::LocalOnly);
         }
@@ -477,18 +525,18 @@ fn try_copy_one(run: &Run<'_>, rel: &str) -> Result<Outcome, StoreError> {
                     )));
                 }
                 Comparison::Different(_) if args.dry_run => return Ok(Outcome::WouldCopy { bytes: src.size }),
-                Comparison::Different(_) => return put_verified(from, to, args, &src_key, &dst_key, &data),
+                Comparison::Different(_) => return put_verified(to, &dst_key, &data),
             }
         };
         if same {
-            return delete_source(from, args, &src_key).map(|source_deleted| Outcome::Identical { source_deleted });
+            return Ok(Outcome::Identical);
         }
     }
     if args.dry_run {
         return Ok(Outcome::WouldCopy { bytes: src.size });
     }
     let data = read_source()?;
-    put_verified(from, to, args, &src_key, &dst_key, &data)
+    put_verified(to, &dst_key, &data)
 }
 
 fn describe_object(size: u64, md5: Option<[u8; 16]>) -> String {
@@ -498,14 +546,7 @@ fn describe_object(size: u64, md5: Option<[u8; 16]>) -> String {
     }
 }
 
-fn put_verified(
-    from: &Opened,
-    to: &Opened,
-    args: &Options,
-    src_key: &str,
-    dst_key: &str,
-    data: &LocalData,
-) -> Result<Outcome, StoreError> {
+fn put_verified(to: &Opened, dst_key: &str, data: &LocalData) -> Result<Outcome, StoreError> {
     let proof = to.store.put(dst_key, data)?;
     crate::faults::point("copy-after-put");
     if proof.is_none() {
@@ -520,17 +561,7 @@ fn put_verified(
         }
     }
     crate::faults::point("copy-after-verify");
-    let source_deleted = delete_source(from, args, src_key)?;
-    Ok(Outcome::Copied { bytes: data.digest.size, source_deleted })
-}
-
-fn delete_source(from: &Opened, args: &Options, src_key: &str) -> Result<bool, StoreError> {
-    if !args.delete_source || args.dry_run {
-        return Ok(false);
-    }
-    from.store.delete(src_key)?;
-    crate::faults::point("copy-after-source-delete");
-    Ok(true)
+    Ok(Outcome::Copied { bytes: data.digest.size })
 }
 
 /// What to change in homeserver.yaml for Synapse to read the destination.
