@@ -21,6 +21,10 @@ use crate::report::{self, Counting, Progress, naturalsize};
 use crate::store::live::LiveStore;
 use crate::store::{self, Comparison, ErrorKind, Etag, LocalData, ObjectInfo, ObjectStore, SourceObject, StoreError};
 
+/// How many bytes of objects a copy holds in memory at once, over all its
+/// workers.
+const COPY_MEMORY: u64 = 48 * 1024 * 1024;
+
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub from: SideOptions,
@@ -162,6 +166,7 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     let listing = report::Listing::new(ctx.json);
     let mut progress = Progress::new("copy", "keys", total, Counting::Transfer { dry_run: args.dry_run });
     let workers = settings.concurrency;
+    let memory = Memory::new(COPY_MEMORY);
     let mut after = String::new();
     loop {
         let page = state.page(&after, super::PAGE)?;
@@ -174,7 +179,7 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
         });
         tally.already_done += done.len() as u64;
         progress.advance(done.len() as u64, 0, 0);
-        let run = Run { from: &from, to: &to, args, local };
+        let run = Run { from: &from, to: &to, args, local, memory: &memory };
         let outcomes = copy_page(&run, &todo, workers)?;
         let mut changes = Vec::new();
         let mut restored = Vec::new();
@@ -469,6 +474,7 @@ struct Run<'a> {
     /// The media store, to tell a key missing at the source that is still
     /// on local disk (not offloaded yet) from one that is lost.
     local: Option<&'a MediaStore>,
+    memory: &'a Memory,
 }
 
 fn copy_one(run: &Run<'_>, entry: &Entry) -> Outcome {
@@ -512,6 +518,7 @@ fn try_copy_one(run: &Run<'_>, rel: &str, verified_before: bool) -> Result<Outco
     };
     if let Some(dst) = &existing {
         let same = same_by_etags(&src, dst) || {
+            let _memory = run.memory.take(buffered(src.size));
             let data = read_source()?;
             match to.store.compare(&dst_key, dst, &data)? {
                 Comparison::Same(_) => true,
@@ -535,8 +542,54 @@ fn try_copy_one(run: &Run<'_>, rel: &str, verified_before: bool) -> Result<Outco
     if args.dry_run {
         return Ok(Outcome::WouldCopy { bytes: src.size });
     }
+    let _memory = run.memory.take(buffered(src.size));
     let data = read_source()?;
     put_verified(to, &dst_key, &data)
+}
+
+/// What copying an object of `size` bytes holds in memory at most: the
+/// object itself up to the in-memory limit; above, the parts in flight
+/// (S3 reads up to 4 parts ahead) and a read window.
+fn buffered(size: u64) -> u64 {
+    if size <= store::COPY_IN_MEMORY_LIMIT { size } else { 5 * store::COPY_IN_MEMORY_LIMIT }
+}
+
+/// The bytes of objects the workers may hold in memory at once: a worker
+/// waits for room before it reads an object, so sixteen large objects do
+/// not take sixteen times their buffers.
+struct Memory {
+    left: Mutex<u64>,
+    freed: std::sync::Condvar,
+    total: u64,
+}
+
+/// Room taken in [`Memory`], given back when dropped.
+struct Taken<'a> {
+    memory: &'a Memory,
+    n: u64,
+}
+
+impl Memory {
+    fn new(total: u64) -> Self {
+        Self { left: Mutex::new(total), freed: std::sync::Condvar::new(), total }
+    }
+
+    fn take(&self, n: u64) -> Taken<'_> {
+        let n = n.min(self.total);
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        while *left < n {
+            left = self.freed.wait(left).unwrap_or_else(|e| e.into_inner());
+        }
+        *left -= n;
+        Taken { memory: self, n }
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        *self.memory.left.lock().unwrap_or_else(|e| e.into_inner()) += self.n;
+        self.memory.freed.notify_all();
+    }
 }
 
 fn describe_object(size: u64, md5: Option<[u8; 16]>) -> String {
