@@ -78,10 +78,6 @@ impl ObjectStore for LiveStore {
         }
     }
 
-    fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
-        self.stream(key, 0, u64::MAX, sink)
-    }
-
     fn read_range(
         &self,
         key: &str,

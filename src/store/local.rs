@@ -71,23 +71,6 @@ impl ObjectStore for LocalStore {
         }
     }
 
-    fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
-        let path = self.path_of(key)?;
-        let mut file = match fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(StoreError::local(format!("reading {}: {e}", path.display()))),
-        };
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file.read(&mut buf).map_err(|e| StoreError::local(format!("reading {}: {e}", path.display())))?;
-            if n == 0 {
-                return Ok(true);
-            }
-            sink(&buf[..n])?;
-        }
-    }
-
     fn read_range(
         &self,
         key: &str,

@@ -178,25 +178,19 @@ pub trait ObjectStore: Send + Sync {
         Ok(None)
     }
     /// Stream the object's content to `sink`; `Ok(false)` if there is none.
-    fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError>;
+    fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
+        self.read_range(key, 0, u64::MAX, sink)
+    }
     /// Stream `len` bytes of the object from `offset` to `sink` (fewer if
-    /// the object is shorter); `Ok(false)` if there is none. Default: read
-    /// it all and keep the range (the stores here ask for the range).
+    /// the object is shorter; `u64::MAX`: to its end); `Ok(false)` if there
+    /// is none.
     fn read_range(
         &self,
         key: &str,
         offset: u64,
         len: u64,
         sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
-    ) -> Result<bool, StoreError> {
-        let (end, mut at) = (offset.saturating_add(len), 0u64);
-        self.read(key, &mut |chunk| {
-            let (start, stop) = (at, at + chunk.len() as u64);
-            at = stop;
-            let (from, to) = (start.max(offset), stop.min(end));
-            if from < to { sink(&chunk[(from - start) as usize..(to - start) as usize]) } else { Ok(()) }
-        })
-    }
+    ) -> Result<bool, StoreError>;
     /// Whether the object at `key` is the local file `file` itself (a
     /// directory store overlapping the media store). Deleting it then would
     /// delete the only copy.
@@ -267,6 +261,16 @@ pub(crate) fn conditional_put_probed(store: &str, second_put: Result<(), StoreEr
         if honoured { ": new objects go up without a HEAD first" } else { ": each upload asks HEAD first" }
     );
     honoured
+}
+
+/// The HTTP `Range` header for `len` bytes from `offset`: none for the
+/// whole object, open-ended for "to its end". (`len` 0 is the caller's.)
+pub(crate) fn http_range(offset: u64, len: u64) -> Option<String> {
+    match (offset, len) {
+        (0, u64::MAX) => None,
+        (_, u64::MAX) => Some(format!("bytes={offset}-")),
+        _ => Some(format!("bytes={offset}-{}", offset.saturating_add(len) - 1)),
+    }
 }
 
 /// What a conditional PUT did.
@@ -900,7 +904,13 @@ mod tests {
         fn put(&self, _: &str, _: &LocalData) -> Result<Option<Proof>, StoreError> {
             unimplemented!()
         }
-        fn read(&self, _: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
+        fn read_range(
+            &self,
+            _: &str,
+            _: u64,
+            _: u64,
+            sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+        ) -> Result<bool, StoreError> {
             sink(&self.0).map(|()| true)
         }
         fn list(&self, _: &str, _: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError> {

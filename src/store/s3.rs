@@ -839,10 +839,6 @@ impl ObjectStore for S3Store {
             Err(e) => Err(e),
         }
     }
-    fn read(&self, key: &str, sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>) -> Result<bool, StoreError> {
-        self.get(key, None, sink)
-    }
-
     fn read_range(
         &self,
         key: &str,
@@ -853,7 +849,7 @@ impl ObjectStore for S3Store {
         if len == 0 {
             return Ok(self.head(key)?.is_some());
         }
-        self.get(key, Some(format!("bytes={offset}-{}", offset + len - 1)), sink)
+        self.get(key, super::http_range(offset, len), sink)
     }
 
     fn list(&self, prefix: &str, each: &mut dyn FnMut(Listed) -> Result<(), StoreError>) -> Result<(), StoreError> {
