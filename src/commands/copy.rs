@@ -139,12 +139,8 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
         None
     };
     let _media_lock = media.as_ref().map(|m| StoreLock::acquire(m.media_store(), ctx.lock)).transpose()?;
-    let mut cache = if uses_media(&to_side) && !args.dry_run {
-        let (lock, cache) = ctx.open_cache()?;
-        Some((lock, cache))
-    } else {
-        None
-    };
+    // (cache.db's lock is held with it, until the run ends.)
+    let mut cache = if uses_media(&to_side) && !args.dry_run { Some(ctx.open_cache()?) } else { None };
 
     let from = open_side(&from_side, &settings, &media, "from")?;
     let to = open_side(&to_side, &settings, &media, "to")?;
@@ -265,7 +261,6 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     if bad > 0 {
         return Err(Failure::NotCopied { count: bad }.into());
     }
-    drop(cache);
     Ok(())
 }
 
