@@ -63,25 +63,49 @@ impl MediaPaths {
     /// Validate the row and compute its paths, exactly as Synapse (and
     /// `s3_media_upload`) lay them out.
     pub fn new(origin: &str, media_id: &str, filesystem_id: &str, kind: MediaKind) -> Result<Self, InvalidRow> {
+        let (a, b, rest) = Self::split(origin, media_id, filesystem_id, kind)?;
+        Ok(match kind {
+            MediaKind::Local => Self {
+                original: format!("local_content/{a}/{b}/{rest}"),
+                thumbnail_dir: format!("local_thumbnails/{a}/{b}/{rest}"),
+            },
+            MediaKind::Remote => Self {
+                original: format!("remote_content/{origin}/{a}/{b}/{rest}"),
+                thumbnail_dir: format!("remote_thumbnail/{origin}/{a}/{b}/{rest}"),
+            },
+        })
+    }
+
+    /// Whether [`MediaPaths::new`] accepts the row, without building the
+    /// paths (update-db checks every row it copies into cache.db).
+    pub fn validate(origin: &str, media_id: &str, filesystem_id: &str, kind: MediaKind) -> Result<(), InvalidRow> {
+        Self::split(origin, media_id, filesystem_id, kind).map(drop)
+    }
+
+    /// The filesystem id's three path components (`ab`, `cd`, the rest),
+    /// each checked, and the origin checked for remote media. Python
+    /// slices by code point, so do we.
+    fn split<'a>(
+        origin: &str,
+        media_id: &str,
+        filesystem_id: &'a str,
+        kind: MediaKind,
+    ) -> Result<(&'a str, &'a str, &'a str), InvalidRow> {
         let invalid = |reason: String| InvalidRow { origin: origin.to_owned(), media_id: media_id.to_owned(), reason };
-        // Python slices by code point, so do we.
-        let chars: Vec<char> = filesystem_id.chars().collect();
-        if chars.len() < 5 {
+        let mut bounds = filesystem_id.char_indices().map(|(i, _)| i);
+        let (Some(_), Some(_), Some(two), Some(_), Some(four)) =
+            (bounds.next(), bounds.next(), bounds.next(), bounds.next(), bounds.next())
+        else {
             return Err(invalid(format!("filesystem id {filesystem_id:?} is shorter than 5 characters")));
-        }
-        let part = |r: std::ops::Range<usize>| chars[r].iter().collect::<String>();
-        let (a, b, rest) = (part(0..2), part(2..4), part(4..chars.len()));
-        for piece in [&a, &b, &rest] {
+        };
+        let (a, b, rest) = (&filesystem_id[..two], &filesystem_id[two..four], &filesystem_id[four..]);
+        for piece in [a, b, rest] {
             check_component(piece).map_err(|why| invalid(format!("filesystem id {filesystem_id:?}: {why}")))?;
         }
-        let (content, thumbs) = match kind {
-            MediaKind::Local => ("local_content".to_owned(), "local_thumbnails".to_owned()),
-            MediaKind::Remote => {
-                check_component(origin).map_err(|why| invalid(format!("origin {origin:?}: {why}")))?;
-                (format!("remote_content/{origin}"), format!("remote_thumbnail/{origin}"))
-            }
-        };
-        Ok(Self { original: format!("{content}/{a}/{b}/{rest}"), thumbnail_dir: format!("{thumbs}/{a}/{b}/{rest}") })
+        if kind == MediaKind::Remote {
+            check_component(origin).map_err(|why| invalid(format!("origin {origin:?}: {why}")))?;
+        }
+        Ok((a, b, rest))
     }
 }
 
