@@ -25,6 +25,67 @@ use rustix::io::Errno;
 
 use super::{DENDRITE_TOP_LEVEL, MediaPaths, TOP_LEVEL, check_component};
 
+/// Folders of the store found missing (and, to spare looking them up
+/// again, found present) during one run: see
+/// [`MediaStore::any_file_noting`]. Bounded, so that memory stays flat on
+/// any store: past [`AbsentDirs::LIMIT`] names each, nothing more is noted
+/// and lookups simply go to the kernel.
+///
+/// A folder created after it was noted missing (Synapse fetching a media
+/// back during the run) is then not seen: its media is marked deleted,
+/// which only makes `upload` leave it alone, and the next check-deleted's
+/// walk of the store reopens it. Nothing is ever deleted on this answer.
+#[derive(Default)]
+pub struct AbsentDirs {
+    /// Read at every lookup by every checker thread, written rarely.
+    known: std::sync::RwLock<KnownDirs>,
+}
+
+#[derive(Default)]
+struct KnownDirs {
+    absent: std::collections::HashSet<String>,
+    present: std::collections::HashSet<String>,
+}
+
+impl AbsentDirs {
+    /// Names noted of each kind, at most (some 10 MiB in all).
+    pub const LIMIT: usize = 100_000;
+
+    fn known(&self) -> std::sync::RwLockReadGuard<'_, KnownDirs> {
+        self.known.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether `rel_dir` (or, `shared`, the folder itself) is beneath a
+    /// folder noted missing.
+    fn covers(&self, rel_dir: &str, shared: bool) -> bool {
+        let known = self.known();
+        if known.absent.is_empty() {
+            return false;
+        }
+        ancestors_below_top(rel_dir).any(|p| known.absent.contains(p)) || (shared && known.absent.contains(rel_dir))
+    }
+
+    fn is_present(&self, rel_dir: &str) -> bool {
+        self.known().present.contains(rel_dir)
+    }
+
+    fn note(&self, rel_dir: &str, present: bool) {
+        let mut known = self.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let set = if present { &mut known.present } else { &mut known.absent };
+        if set.len() < Self::LIMIT {
+            set.insert(rel_dir.to_owned());
+        }
+    }
+}
+
+/// The ancestors of `rel_dir` below its top-level folder, shallowest
+/// first, without `rel_dir` itself: `local_content/ab/cd` gives
+/// `local_content/ab`.
+fn ancestors_below_top(rel_dir: &str) -> impl Iterator<Item = &str> {
+    let top_end = rel_dir.find('/').unwrap_or(rel_dir.len());
+    rel_dir.match_indices('/').map(|(i, _)| i).filter(move |&i| i > top_end).map(move |i| &rel_dir[..i])
+}
+
 /// A media store directory, opened.
 pub struct MediaStore {
     base: PathBuf,
@@ -258,6 +319,43 @@ impl MediaStore {
         }
     }
 
+    /// [`Self::dir`], answered from `absent` where it can be. When the
+    /// folder is missing, its ancestors below the top level are looked up,
+    /// shallowest first, until the missing one is found and noted; `shared`
+    /// says whether the folder itself is worth noting (a folder of many
+    /// media's originals, not one media's thumbnail folder).
+    fn dir_noting(
+        &self,
+        rel_dir: &str,
+        shared: bool,
+        absent: Option<&AbsentDirs>,
+    ) -> Result<Option<Arc<rustix::fd::OwnedFd>>, Errno> {
+        let Some(absent) = absent else { return self.dir(rel_dir) };
+        if absent.covers(rel_dir, shared) {
+            return Ok(None);
+        }
+        let found = self.dir(rel_dir)?;
+        if found.is_none() {
+            for prefix in ancestors_below_top(rel_dir) {
+                if absent.is_present(prefix) {
+                    continue;
+                }
+                match self.dir(prefix) {
+                    Ok(None) => {
+                        absent.note(prefix, false);
+                        return Ok(None);
+                    }
+                    Ok(Some(_)) => absent.note(prefix, true),
+                    Err(_) => return Ok(None),
+                }
+            }
+            if shared {
+                absent.note(rel_dir, false);
+            }
+        }
+        Ok(found)
+    }
+
     /// The regular file `name` in `dir`, if it is one.
     fn entry(
         &self,
@@ -334,8 +432,20 @@ impl MediaStore {
     /// counts as present, so its media stays open (and reported by
     /// `upload`) instead of being hidden.
     pub fn any_file(&self, paths: &MediaPaths) -> io::Result<bool> {
+        self.any_file_in(paths, None)
+    }
+
+    /// [`Self::any_file`], skipping the lookups that `absent` already
+    /// answers and noting there the folders it finds missing: a first
+    /// `check-deleted` over millions of rows whose files are gone then asks
+    /// the kernel about each missing folder once, not twice per row.
+    pub fn any_file_noting(&self, paths: &MediaPaths, absent: &AbsentDirs) -> io::Result<bool> {
+        self.any_file_in(paths, Some(absent))
+    }
+
+    fn any_file_in(&self, paths: &MediaPaths, absent: Option<&AbsentDirs>) -> io::Result<bool> {
         let (original_dir, original_name) = paths.original.rsplit_once('/').expect("media paths have folders");
-        match self.dir(original_dir) {
+        match self.dir_noting(original_dir, true, absent) {
             Ok(Some(dir)) => match rustix::fs::statat(&dir, original_name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(_) => return Ok(true),
                 Err(e) if is_absent(e) => {}
@@ -345,7 +455,7 @@ impl MediaStore {
             Err(e) if is_refused_link(e) => return Ok(true),
             Err(e) => return Err(errno_io(e, original_dir)),
         }
-        let dir = match self.dir(&paths.thumbnail_dir) {
+        let dir = match self.dir_noting(&paths.thumbnail_dir, false, absent) {
             Ok(Some(dir)) => dir,
             Ok(None) => return Ok(false),
             Err(e) if is_refused_link(e) => return Ok(true),
@@ -798,6 +908,37 @@ mod tests {
         std::os::unix::fs::symlink(real.path(), dir.path().join("local_content")).unwrap();
         let store = MediaStore::open(dir.path(), true).unwrap();
         assert_eq!(store.files_of(&local("abcdefgh")).unwrap().files.len(), 1);
+    }
+
+    #[test]
+    fn noted_absent_folders_answer_like_the_kernel() {
+        let (dir, store) = store_with(&[
+            ("local_content/ab/cd/efgh", b"hello"),
+            ("local_thumbnails/ab/zz/yyyy/32-32-image-png-crop", b"t"),
+        ]);
+        let absent = AbsentDirs::default();
+        for id in ["abcdefgh", "abcdxxxx", "abzzyyyy", "abqqrrrr", "ababcdcd", "qqrrssss", "qqrrtttt"] {
+            let noted = store.any_file_noting(&local(id), &absent).unwrap();
+            assert_eq!(noted, store.any_file(&local(id)).unwrap(), "{id}");
+            assert_eq!(noted, store.any_file_noting(&local(id), &absent).unwrap(), "{id}, asked again");
+        }
+        let known = absent.known();
+        assert!(known.absent.contains("local_content/qq"), "{:?}", known.absent);
+        assert!(known.absent.contains("local_thumbnails/qq"));
+        assert!(known.absent.contains("local_content/ab/qq"));
+        assert!(known.present.contains("local_content/ab"));
+        assert!(!known.absent.iter().any(|d| d.ends_with("/rrrr") || d.ends_with("/xxxx")), "no per-media folder");
+        drop(known);
+        // What was noted stays true only for the run: a folder made since
+        // is not seen (its media marked deleted, reopened by the next walk).
+        std::fs::create_dir_all(dir.path().join("local_content/qq/rr")).unwrap();
+        std::fs::write(dir.path().join("local_content/qq/rr/ssss"), b"back").unwrap();
+        assert!(store.any_file(&local("qqrrssss")).unwrap());
+        assert!(!store.any_file_noting(&local("qqrrssss"), &absent).unwrap());
+        assert_eq!(
+            ancestors_below_top("remote_thumbnail/o/ab/cd/ef").collect::<Vec<_>>(),
+            ["remote_thumbnail/o", "remote_thumbnail/o/ab", "remote_thumbnail/o/ab/cd"]
+        );
     }
 
     #[test]
