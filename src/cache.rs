@@ -95,10 +95,18 @@ impl Rows {
     }
 }
 
+/// The page cache of the writing connection, in KiB.
+const CACHE_KIB: i64 = 16 * 1024;
+
 /// An open cache.db.
 pub struct Cache {
     conn: Connection,
     path: PathBuf,
+    /// Indexes dropped in the open transaction, built again by `commit`
+    /// (see [`Cache::begin_fill`], [`Cache::begin_mass_flagging`]).
+    reindex: bool,
+    /// The table is being filled from empty: rows may come in any order.
+    filling: bool,
 }
 
 impl Cache {
@@ -111,13 +119,17 @@ impl Cache {
         let conn = Connection::open(path)
             .with_context(|| format!("could not open {} as a SQLite database", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
+        // A page cache that holds a daily run's changed pages until its one
+        // commit (SQLite's default of 2 MiB spills them to the file, with a
+        // sync, many times over at 10M rows); well within the 64 MiB budget.
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("could not open {} as a SQLite database", path.display()))?;
         add_own_schema(&conn, path)?;
         if !existed {
             crate::lock::hand_over(path);
         }
-        Ok(Self { conn, path: path.to_owned() })
+        Ok(Self { conn, path: path.to_owned(), reindex: false, filling: false })
     }
 
     /// A second connection for reading pages while this one writes.
@@ -143,7 +155,7 @@ impl Cache {
         let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX))
             .with_context(|| format!("could not open {}", path.display()))?;
-        Ok(Self { conn, path: path.to_owned() })
+        Ok(Self { conn, path: path.to_owned(), reindex: false, filling: false })
     }
 
     /// Write a consistent copy of the whole database to `target` (this
@@ -186,7 +198,60 @@ impl Cache {
     }
 
     pub fn commit(&mut self) -> Result<()> {
+        self.filling = false;
+        if std::mem::take(&mut self.reindex) {
+            log::debug!("{}: indexing the rows", self.path.display());
+            self.conn.execute_batch(&format!("{SCHEMA}{OWN_SCHEMA}")).with_context(|| {
+                format!("could not index {} (a media listed twice by the homeserver database?)", self.path.display())
+            })?;
+        }
         self.conn.execute_batch("COMMIT").with_context(|| format!("could not write to {}", self.path.display()))
+    }
+
+    /// In the open transaction, if the table is empty (a first
+    /// `update-db`), drop its indexes until `commit` builds them again:
+    /// indexing a million rows at once takes a fraction of inserting them
+    /// one by one into three B-trees, and the rows may come in any order.
+    /// Their keys must be unique, as the homeserver's own unique indexes
+    /// make them; if not, building the unique index fails and nothing is
+    /// written. Dropped and built in one transaction, so a run killed
+    /// between leaves cache.db as it was. Returns whether it did.
+    pub fn begin_fill(&mut self) -> Result<bool> {
+        if self.conn.is_autocommit() || self.any(Rows::All)? {
+            return Ok(false);
+        }
+        self.conn
+            .execute_batch(
+                "DROP INDEX IF EXISTS media_id_idx; DROP INDEX IF EXISTS deleted_idx; \
+                 DROP INDEX IF EXISTS media_offload_remote_fsid_idx;",
+            )
+            .with_context(|| format!("could not write to {}", self.path.display()))?;
+        self.filling = true;
+        self.reindex = true;
+        Ok(true)
+    }
+
+    /// In the open transaction, drop `deleted_idx` until `commit` builds
+    /// it again, if most rows are not known deleted (a first
+    /// `check-deleted`, which may flag nearly all of them): building the
+    /// index once costs a fraction of moving most of its entries one by
+    /// one. (The daily run, with 1% of the rows open, keeps the index: it
+    /// finds those rows by it.) Returns whether it did.
+    pub fn begin_mass_flagging(&mut self) -> Result<bool> {
+        if self.conn.is_autocommit() {
+            return Ok(false);
+        }
+        // MAX(rowid) is read from the end of the table: a bound on the
+        // rows, where COUNT(*) would read them all.
+        let rows: i64 = self.conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM media", [], |r| r.get(0))?;
+        if rows == 0 || self.count(Rows::NotDeleted)? < rows as u64 / 2 {
+            return Ok(false);
+        }
+        self.conn
+            .execute_batch("DROP INDEX IF EXISTS deleted_idx")
+            .with_context(|| format!("could not write to {}", self.path.display()))?;
+        self.reindex = true;
+        Ok(true)
     }
 
     /// Run `work` in the open transaction if there is one, else in its own.
@@ -208,9 +273,11 @@ impl Cache {
     /// Python tool: a row once known is never rewritten).
     pub fn insert_new(&mut self, rows: &[Candidate]) -> Result<u64> {
         // In key order, the unique index is walked once per batch instead
-        // of being hit at random pages for every row.
+        // of being hit at random pages for every row (no index: no order).
         let mut sorted: Vec<&Candidate> = rows.iter().collect();
-        sorted.sort_unstable_by(|a, b| (&a.origin, &a.media_id).cmp(&(&b.origin, &b.media_id)));
+        if !self.filling {
+            sorted.sort_unstable_by(|a, b| (&a.origin, &a.media_id).cmp(&(&b.origin, &b.media_id)));
+        }
         self.write(|conn| {
             let mut stmt = conn.prepare_cached(
                 "INSERT OR IGNORE INTO media (origin, media_id, filesystem_id, type, known_deleted) \
@@ -222,6 +289,14 @@ impl Cache {
             }
             Ok(added)
         })
+    }
+
+    /// Whether any row is of `which`: an `EXISTS` that stops at the first
+    /// row, where a count of the known-deleted rows would read the whole
+    /// history on every daily run.
+    pub fn any(&self, which: Rows) -> Result<bool> {
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM media WHERE {})", which.condition());
+        Ok(self.conn.query_row(&sql, [], |r| r.get::<_, bool>(0))?)
     }
 
     pub fn count(&self, which: Rows) -> Result<u64> {
@@ -398,5 +473,67 @@ mod tests {
             .query_row("SELECT known_deleted FROM media WHERE media_id = 'media0000'", [], |r| r.get(0))
             .unwrap();
         assert!(deleted);
+    }
+
+    fn indexes(cache: &Cache) -> Vec<String> {
+        let mut stmt = cache
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    #[test]
+    fn an_empty_cache_is_filled_without_indexes_and_indexed_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = Cache::open(&dir.path().join("cache.db")).unwrap();
+        let all = indexes(&cache);
+        assert_eq!(all.len(), 3);
+        assert!(!cache.begin_fill().unwrap(), "not outside a transaction");
+        cache.begin().unwrap();
+        assert!(cache.begin_fill().unwrap());
+        assert!(indexes(&cache).is_empty());
+        let rows: Vec<_> = (0..25).rev().map(|i| candidate(&format!("media{i:04}"))).collect();
+        assert_eq!(cache.insert_new(&rows).unwrap(), 25, "in any order");
+        cache.commit().unwrap();
+        assert_eq!(indexes(&cache), all);
+        assert_eq!(cache.insert_new(&rows).unwrap(), 0, "the unique index is back");
+        cache.begin().unwrap();
+        assert!(!cache.begin_fill().unwrap(), "only an empty table");
+        cache.commit().unwrap();
+
+        // A key twice (a database without its unique index) fails the
+        // commit, and nothing is written.
+        let mut other = Cache::open(&dir.path().join("other.db")).unwrap();
+        other.begin().unwrap();
+        assert!(other.begin_fill().unwrap());
+        other.insert_new(&[candidate("media0001"), candidate("media0001")]).unwrap();
+        let err = other.commit().unwrap_err();
+        assert!(format!("{err:#}").contains("listed twice"), "{err:#}");
+        drop(other);
+        let other = Cache::open(&dir.path().join("other.db")).unwrap();
+        assert_eq!(other.count(Rows::All).unwrap(), 0);
+        assert_eq!(indexes(&other), all);
+    }
+
+    #[test]
+    fn flagging_most_rows_rebuilds_deleted_idx_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = Cache::open(&dir.path().join("cache.db")).unwrap();
+        let rows: Vec<_> = (0..10).map(|i| candidate(&format!("media{i:04}"))).collect();
+        cache.insert_new(&rows).unwrap();
+        cache.begin().unwrap();
+        assert!(cache.begin_mass_flagging().unwrap(), "all rows open");
+        assert!(!indexes(&cache).contains(&"deleted_idx".to_owned()));
+        let page = cache.page(Rows::NotDeleted, 0, 100).unwrap();
+        assert_eq!(page.len(), 10);
+        let mut changes: Vec<_> = page.iter().take(9).map(|r| (r.rowid, true)).collect();
+        cache.set_deleted_rows(&mut changes).unwrap();
+        cache.commit().unwrap();
+        assert!(indexes(&cache).contains(&"deleted_idx".to_owned()));
+        assert_eq!(cache.count(Rows::NotDeleted).unwrap(), 1);
+        cache.begin().unwrap();
+        assert!(!cache.begin_mass_flagging().unwrap(), "most rows known deleted: the index stays");
+        cache.commit().unwrap();
     }
 }

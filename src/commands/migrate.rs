@@ -69,7 +69,7 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
 
     let mut db = HomeserverDb::connect(&settings.database)?;
     let synced = update_db::sync_with(&mut cache, &mut db, duration)?;
-    media.ensure_layout(cache.count(Rows::All)? > 0)?;
+    media.ensure_layout(cache.any(Rows::All)?)?;
     let reopen = Reopen { cutoff_ms: synced.cutoff_ms, db: &mut db };
     let checked = check_deleted::check(&mut cache, &media, Some(reopen))?;
     let plan = upload::Plan {

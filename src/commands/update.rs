@@ -16,7 +16,7 @@ pub fn run(ctx: &Context, base: &Path, selection: &update_db::Options) -> Result
     let (_lock, mut cache) = ctx.open_cache()?;
     let mut db = HomeserverDb::connect(&update_db::database_of(selection)?)?;
     let synced = update_db::sync_with(&mut cache, &mut db, selection.duration)?;
-    let media = MediaStore::open(base, cache.count(Rows::All)? > 0)?;
+    let media = MediaStore::open(base, cache.any(Rows::All)?)?;
     crate::lock::warn_if_root_over(&media);
     let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
     let reopen = Reopen { cutoff_ms: synced.cutoff_ms, db: &mut db };

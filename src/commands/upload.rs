@@ -149,7 +149,7 @@ pub fn run(ctx: &Context, args: &Options) -> Result<()> {
     }
     let store = store::open(&settings, args.base_path.as_path())?;
     let (_lock, mut cache) = ctx.open_cache()?;
-    let media = MediaStore::open(&args.base_path, cache.count(Rows::NotDeleted)? > 0)?;
+    let media = MediaStore::open(&args.base_path, cache.any(Rows::NotDeleted)?)?;
     crate::lock::warn_if_root_over(&media);
     let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
     let plan = Plan {

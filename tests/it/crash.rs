@@ -68,8 +68,10 @@ fn kill_9_at_each_crash_point_of_update_db_and_check_deleted_leaves_a_usable_cac
     hs.add_all((0..25_000).map(|i| Media::local(&format!("{i:08}abcdefghijklmnop")).no_original()).collect());
     for at in ["update-db-batch:1", "update-db-batch:2", "update-db-commit"] {
         assert!(crashed_at(&["update-db", "30d"], hs.cwd(), at), "{at} was not reached");
-        // The transaction never committed: cache.db is as before (empty).
+        // The transaction never committed: cache.db is as before (empty),
+        // with the indexes the filling run had dropped until its commit.
         assert_eq!(cache_rows(&hs.cache_db()).len(), 0, "{at}");
+        assert_eq!(cache_indexes(&hs.cache_db()), ALL_INDEXES, "{at}");
     }
     // A dry run reads the cache.db a killed run left (a hot journal) as is.
     assert!(crashed_at(&["update-db", "30d"], hs.cwd(), "update-db-commit"));
@@ -85,8 +87,23 @@ fn kill_9_at_each_crash_point_of_update_db_and_check_deleted_leaves_a_usable_cac
     for at in ["check-deleted-page:1", "check-deleted-page:5"] {
         assert!(crashed_at(&["check-deleted", &media], hs.cwd(), at), "{at} was not reached");
         assert!(cache_rows(&hs.cache_db()).iter().all(|r| !r.known_deleted), "{at}: nothing committed");
+        assert_eq!(cache_indexes(&hs.cache_db()), ALL_INDEXES, "{at}: deleted_idx back");
     }
     let out = hs.mo(&["--json", "check-deleted", &media]).ok();
     assert_eq!(out.j("marked_deleted"), 25_000, "no media has files: {}", out.describe());
     assert!(cache_rows(&hs.cache_db()).iter().all(|r| r.known_deleted));
+    assert_eq!(cache_indexes(&hs.cache_db()), ALL_INDEXES);
+    let conn = rusqlite::Connection::open(hs.cache_db()).unwrap();
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+}
+
+/// cache.db's indexes: the Python tool's two and media-offload's one.
+const ALL_INDEXES: [&str; 3] = ["deleted_idx", "media_id_idx", "media_offload_remote_fsid_idx"];
+
+fn cache_indexes(path: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt =
+        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
 }
