@@ -96,6 +96,74 @@ pub fn database_of(selection: &Options) -> Result<DbConfig> {
     Ok(db_config)
 }
 
+/// What the reading side of [`read_beside`] saw.
+struct Read {
+    seen: u64,
+    invalid: u64,
+}
+
+/// Read the candidates of `kind` on a thread of their own and hand them to
+/// `write` in batches of [`BATCH`], on this thread: the homeserver database
+/// streams the next rows while cache.db inserts the last ones, where one
+/// thread doing both left a core idle half the time (docs/benchmarks.md).
+/// Rows that would resolve outside the media store are refused here and
+/// never reach cache.db, where the Python tool would act on them unchecked.
+/// A failed write stops the reader; the write's error is the one returned.
+fn read_beside(
+    db: &mut HomeserverDb,
+    kind: MediaKind,
+    cutoff: i64,
+    since_ms: Option<i64>,
+    ordered: bool,
+    mut write: impl FnMut(Vec<Candidate>) -> Result<()>,
+) -> Result<Read> {
+    // Two batches in flight: enough to keep both sides busy, and memory flat.
+    let (send, receive) = std::sync::mpsc::sync_channel::<Vec<Candidate>>(2);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut read = Read { seen: 0, invalid: 0 };
+            let mut batch = Vec::with_capacity(BATCH);
+            db.for_each_candidate(kind, cutoff, since_ms, ordered, |row| {
+                read.seen += 1;
+                if let Err(invalid) = MediaPaths::validate(&row.origin, &row.media_id, &row.filesystem_id, row.kind) {
+                    log::error!("{invalid}");
+                    read.invalid += 1;
+                    return Ok(());
+                }
+                batch.push(row);
+                if batch.len() >= BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    send.send(full).map_err(|_| WriterStopped)?;
+                }
+                Ok(())
+            })?;
+            if !batch.is_empty() {
+                send.send(batch).map_err(|_| WriterStopped)?;
+            }
+            Ok::<_, anyhow::Error>(read)
+        });
+        let mut written = Ok(());
+        for batch in receive.iter() {
+            written = write(batch);
+            if written.is_err() {
+                break;
+            }
+        }
+        // Dropping the receiver makes the reader's next send fail, so it
+        // stops instead of reading the rest of the history for nothing.
+        drop(receive);
+        let read = reader.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the database reader thread panicked")));
+        written?;
+        read
+    })
+}
+
+/// The reader's error when the writing side stopped first (its own error
+/// is the one reported).
+#[derive(Debug, thiserror::Error)]
+#[error("cache.db stopped taking rows")]
+struct WriterStopped;
+
 /// cache.db's note of what update-db selected: every media of `database`
 /// last used before `before_ms` is in cache.db, as of the last full
 /// selection at `full_at_ms` and the windows selected since.
@@ -156,30 +224,24 @@ pub fn sync_with(cache: &mut Cache, db: &mut HomeserverDb, duration: Duration) -
     }
     let mut synced = Synced { cutoff_ms: cutoff, ..Default::default() };
     cache.begin()?;
+    // An empty cache.db is filled without its indexes, which are built at
+    // the end: the rows may then come in any order (no sort in the database).
+    let filling = cache.begin_fill()?;
+    if filling {
+        log::info!("  cache.db is empty: its indexes are built once the rows are in");
+    }
     let mut seen = [0u64; 2];
     for (i, kind) in KINDS.into_iter().enumerate() {
         log::info!("  Syncing {} media", kind.as_str());
-        let mut batch: Vec<Candidate> = Vec::with_capacity(BATCH);
-        db.for_each_candidate(kind, cutoff, since_ms, |row| {
-            synced.seen += 1;
-            seen[i] += 1;
-            // A row that would resolve outside the media store never enters
-            // cache.db, where the Python tool would act on it unchecked.
-            if let Err(invalid) = MediaPaths::new(&row.origin, &row.media_id, &row.filesystem_id, row.kind) {
-                log::error!("{invalid}");
-                synced.invalid_rows += 1;
-                return Ok(());
-            }
-            batch.push(row);
-            if batch.len() >= BATCH {
-                synced.new_rows += cache.insert_new(&batch)?;
-                batch.clear();
-                crate::faults::point("update-db-batch");
-            }
+        let read = read_beside(db, kind, cutoff, since_ms, !filling, |batch| {
+            synced.new_rows += cache.insert_new(&batch)?;
+            crate::faults::point("update-db-batch");
             Ok(())
         })
         .with_context(|| format!("syncing {} media", kind.as_str()))?;
-        synced.new_rows += cache.insert_new(&batch)?;
+        synced.seen += read.seen;
+        synced.invalid_rows += read.invalid;
+        seen[i] = read.seen;
     }
     if synced.invalid_rows == 0 {
         // Below the new bound: what was below the old one, and the window.

@@ -172,6 +172,7 @@ pub trait SynapseDb: MediaDb {
         kind: MediaKind,
         cutoff_ms: i64,
         since_ms: i64,
+        ordered: bool,
         each: &mut dyn FnMut(Candidate) -> Result<()>,
     ) -> Result<()>;
 
@@ -226,15 +227,17 @@ impl HomeserverDb {
     }
 
     /// Call `each` for every row of `kind` last accessed before `cutoff_ms`
-    /// (and, with `since_ms`, not before it), in cache.db's key order.
+    /// (and, with `since_ms`, not before it); `ordered`, in cache.db's key
+    /// order (else as the database finds them, sparing it a sort).
     pub fn for_each_candidate(
         &mut self,
         kind: MediaKind,
         cutoff_ms: i64,
         since_ms: Option<i64>,
+        ordered: bool,
         mut each: impl FnMut(Candidate) -> Result<()>,
     ) -> Result<()> {
-        self.db.for_each_candidate(kind, cutoff_ms, since_ms.unwrap_or(i64::MIN), &mut each)
+        self.db.for_each_candidate(kind, cutoff_ms, since_ms.unwrap_or(i64::MIN), ordered, &mut each)
     }
 
     /// How many rows of `kind` were last accessed before `before_ms` (what

@@ -200,10 +200,13 @@ impl MediaDb for SynapsePostgres {
 /// cache.db's key order (bytewise: `COLLATE "C"`).
 const LOCAL_CANDIDATES: &str = "SELECT '', media_id, media_id FROM local_media_repository \
      WHERE COALESCE(last_access_ts, created_ts) < $1 AND COALESCE(last_access_ts, created_ts) >= $2 \
-     AND url_cache IS NULL ORDER BY media_id COLLATE \"C\"";
+     AND url_cache IS NULL";
 const REMOTE_CANDIDATES: &str = "SELECT media_origin, media_id, filesystem_id FROM remote_media_cache \
-     WHERE COALESCE(last_access_ts, created_ts) < $1 AND COALESCE(last_access_ts, created_ts) >= $2 \
-     ORDER BY media_origin COLLATE \"C\", media_id COLLATE \"C\"";
+     WHERE COALESCE(last_access_ts, created_ts) < $1 AND COALESCE(last_access_ts, created_ts) >= $2";
+/// cache.db's key order (bytes, as SQLite compares text), whatever the
+/// database's collation.
+const LOCAL_ORDER: &str = " ORDER BY media_id COLLATE \"C\"";
+const REMOTE_ORDER: &str = " ORDER BY media_origin COLLATE \"C\", media_id COLLATE \"C\"";
 
 impl SynapseDb for SynapsePostgres {
     fn for_each_candidate(
@@ -211,13 +214,15 @@ impl SynapseDb for SynapsePostgres {
         kind: MediaKind,
         cutoff_ms: i64,
         since_ms: i64,
+        ordered: bool,
         each: &mut dyn FnMut(Candidate) -> Result<()>,
     ) -> Result<()> {
-        let (sql, table) = match kind {
-            MediaKind::Local => (LOCAL_CANDIDATES, "local_media_repository"),
-            MediaKind::Remote => (REMOTE_CANDIDATES, "remote_media_cache"),
+        let (query, order, table) = match kind {
+            MediaKind::Local => (LOCAL_CANDIDATES, LOCAL_ORDER, "local_media_repository"),
+            MediaKind::Remote => (REMOTE_CANDIDATES, REMOTE_ORDER, "remote_media_cache"),
         };
-        pg_stream(&mut self.client, sql, &[&cutoff_ms, &since_ms], table, |r| each(sql::candidate(&r, kind)?))
+        let query = if ordered { format!("{query}{order}") } else { query.to_owned() };
+        pg_stream(&mut self.client, &query, &[&cutoff_ms, &since_ms], table, |r| each(sql::candidate(&r, kind)?))
     }
 
     fn count_candidates(&mut self, kind: MediaKind, before_ms: i64) -> Result<u64> {

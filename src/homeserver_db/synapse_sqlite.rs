@@ -215,23 +215,27 @@ impl SynapseDb for SynapseSqlite {
         kind: MediaKind,
         cutoff_ms: i64,
         since_ms: i64,
+        ordered: bool,
         each: &mut dyn FnMut(Candidate) -> Result<()>,
     ) -> Result<()> {
-        let (query, table) = match kind {
+        let (query, order, table) = match kind {
             MediaKind::Local => (
                 "SELECT '', media_id, media_id FROM local_media_repository \
                  WHERE COALESCE(last_access_ts, created_ts) < ?1 AND COALESCE(last_access_ts, created_ts) >= ?2 \
-                 AND url_cache IS NULL ORDER BY media_id COLLATE BINARY",
+                 AND url_cache IS NULL",
+                " ORDER BY media_id COLLATE BINARY",
                 "local_media_repository",
             ),
             MediaKind::Remote => (
                 "SELECT media_origin, media_id, filesystem_id FROM remote_media_cache \
                  WHERE COALESCE(last_access_ts, created_ts) < ?1 AND COALESCE(last_access_ts, created_ts) >= ?2 \
-                 ORDER BY media_origin COLLATE BINARY, media_id COLLATE BINARY",
+",
+                " ORDER BY media_origin COLLATE BINARY, media_id COLLATE BINARY",
                 "remote_media_cache",
             ),
         };
-        sqlite_stream(&self.conn, query, [cutoff_ms, since_ms], table, |r| each(sql::candidate(r, kind)?))
+        let query = if ordered { format!("{query}{order}") } else { query.to_owned() };
+        sqlite_stream(&self.conn, &query, [cutoff_ms, since_ms], table, |r| each(sql::candidate(r, kind)?))
     }
 
     fn count_candidates(&mut self, kind: MediaKind, before_ms: i64) -> Result<u64> {
