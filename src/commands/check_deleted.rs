@@ -17,7 +17,7 @@ use crate::cache::{Cache, CacheRow, Rows};
 use crate::error::Failure;
 use crate::homeserver_db::HomeserverDb;
 use crate::lock::StoreLock;
-use crate::media_store::{MediaStore, StoredFile};
+use crate::media_store::{AbsentDirs, MediaStore, StoredFile};
 use crate::report::{self, Counting, Progress};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub struct Reopen<'a> {
 
 pub fn run(ctx: &Context, base: &Path) -> Result<()> {
     let (_lock, mut cache) = ctx.open_cache()?;
-    let media = MediaStore::open(base, cache.count(Rows::All)? > 0)?;
+    let media = MediaStore::open(base, cache.any(Rows::All)?)?;
     crate::lock::warn_if_root_over(&media);
     let _store_lock = StoreLock::acquire(&media, ctx.lock)?;
     let checked = check(&mut cache, &media, None)?;
@@ -112,7 +112,7 @@ enum Change {
     Failed,
 }
 
-fn examine(media: &MediaStore, row: &CacheRow) -> Change {
+fn examine(media: &MediaStore, absent: &AbsentDirs, row: &CacheRow) -> Change {
     let paths = match row.paths() {
         Ok(p) => p,
         Err(invalid) => {
@@ -120,7 +120,7 @@ fn examine(media: &MediaStore, row: &CacheRow) -> Change {
             return Change::Failed;
         }
     };
-    match media.any_file(&paths) {
+    match media.any_file_noting(&paths, absent) {
         Ok(true) => Change::Present,
         Ok(false) => Change::Gone,
         Err(e) => {
@@ -165,8 +165,11 @@ fn damaged(media: &MediaStore, db: &mut HomeserverDb, row: &CacheRow) -> bool {
 pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_>>) -> Result<Checked> {
     let mut result = Checked::default();
     cache.begin()?;
+    if cache.begin_mass_flagging()? {
+        log::debug!("most rows are open: deleted_idx is built again at the end");
+    }
     mark_gone(cache, media, &mut result)?;
-    if cache.count(Rows::Deleted)? > 0 {
+    if cache.any(Rows::Deleted)? {
         find_returned(cache, media, reopen.as_mut(), &mut result)?;
     }
     cache.commit()?;
@@ -174,43 +177,63 @@ pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_
 }
 
 /// Question 1: rows not marked deleted, in pages, their files looked up
-/// over a few threads (the stat calls dominate).
+/// over a few threads (the stat calls dominate). The next page is looked
+/// up while this one's flags are written: the disk's lookups and cache.db's
+/// B-tree work then share the cores instead of taking turns.
 fn mark_gone(cache: &mut Cache, media: &MediaStore, result: &mut Checked) -> Result<()> {
     let total = cache.count(Rows::NotDeleted)?;
     let mut progress = Progress::new("check-deleted", "media", total, Counting::Items);
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4).min(16);
-    let mut after = 0;
-    loop {
-        let page = cache.page(Rows::NotDeleted, after, PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = last.rowid;
-        let chunk = page.len().div_ceil(threads);
-        let changes: Vec<Change> = std::thread::scope(|scope| {
-            let handles: Vec<_> = page
-                .chunks(chunk)
-                .map(|rows| scope.spawn(move || rows.iter().map(|row| examine(media, row)).collect::<Vec<_>>()))
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("checker thread panicked")).collect()
-        });
-        let mut updates = Vec::new();
-        for (row, change) in page.iter().zip(changes) {
-            match change {
-                Change::Gone => {
-                    result.marked_deleted += 1;
-                    updates.push((row.rowid, true));
+    let absent = AbsentDirs::default();
+    let absent = &absent;
+    std::thread::scope(|scope| {
+        let look_up = |page: Vec<CacheRow>| {
+            scope.spawn(move || {
+                let chunk = page.len().div_ceil(threads).max(1);
+                let changes: Vec<Change> = std::thread::scope(|inner| {
+                    let handles: Vec<_> = page
+                        .chunks(chunk)
+                        .map(|rows| {
+                            inner.spawn(move || rows.iter().map(|row| examine(media, absent, row)).collect::<Vec<_>>())
+                        })
+                        .collect();
+                    handles.into_iter().flat_map(|h| h.join().expect("checker thread panicked")).collect()
+                });
+                (page, changes)
+            })
+        };
+        let first = cache.page(Rows::NotDeleted, 0, PAGE)?;
+        let mut pending = (!first.is_empty()).then(|| look_up(first));
+        while let Some(handle) = pending.take() {
+            let (page, changes) = handle.join().expect("checker thread panicked");
+            let after = page.last().map_or(0, |row| row.rowid);
+            // Rows past this page: this page's writes do not touch them.
+            let next = cache.page(Rows::NotDeleted, after, PAGE)?;
+            pending = (!next.is_empty()).then(|| look_up(next));
+            let mut updates = Vec::new();
+            for (row, change) in page.iter().zip(changes) {
+                match change {
+                    Change::Gone => {
+                        result.marked_deleted += 1;
+                        updates.push((row.rowid, true));
+                    }
+                    Change::Present => {}
+                    Change::Failed => result.failed += 1,
                 }
-                Change::Present => {}
-                Change::Failed => result.failed += 1,
             }
+            cache.set_deleted_rows(&mut updates)?;
+            crate::faults::point("check-deleted-page");
+            result.checked += page.len() as u64;
+            progress.advance(page.len() as u64, 0, 0);
         }
-        cache.set_deleted_rows(&mut updates)?;
-        crate::faults::point("check-deleted-page");
-        result.checked += page.len() as u64;
-        progress.advance(page.len() as u64, 0, 0);
-    }
+        Ok::<_, anyhow::Error>(())
+    })?;
     progress.finish();
     Ok(())
 }
+
+/// Reopened rows written per statement batch (see `find_returned`).
+const REOPEN_BATCH: usize = 16_384;
 
 /// Question 2: every media with something in the local store, looked up
 /// among the rows marked deleted; those found are reopened (unless in use).
@@ -224,6 +247,11 @@ fn find_returned(
     // The walk is depth first in name order: a media's thumbnails come one
     // after another, and are looked up once.
     let mut last: Option<StoredFile> = None;
+    // Reopened rows are written in rowid order, a batch at a time, not one
+    // scattered page write each; until then they are skipped when another
+    // of their files (the thumbnails' tree) comes up in the walk.
+    let mut reopened: Vec<(i64, bool)> = Vec::new();
+    let mut pending = std::collections::HashSet::new();
     media.walk(&mut |entry| {
         progress.advance(1, 0, 0);
         let Some(stored) = StoredFile::parse(&entry.rel) else { return Ok(()) };
@@ -233,6 +261,9 @@ fn find_returned(
             return Ok(());
         }
         for row in cache.deleted_rows_named(&stored)? {
+            if pending.contains(&row.rowid) {
+                continue;
+            }
             result.checked += 1;
             let paths = match row.paths() {
                 Ok(p) => p,
@@ -277,11 +308,18 @@ fn find_returned(
             }
             log::info!("files of {}{} are back on disk; it will be offloaded again", row.origin, row.media_id);
             result.reopened += 1;
-            cache.set_deleted_rows(&mut [(row.rowid, false)])?;
+            pending.insert(row.rowid);
+            reopened.push((row.rowid, false));
+            if reopened.len() >= REOPEN_BATCH {
+                cache.set_deleted_rows(&mut reopened)?;
+                reopened.clear();
+                pending.clear();
+            }
         }
         last = Some(stored);
         Ok(())
     })?;
+    cache.set_deleted_rows(&mut reopened)?;
     progress.finish();
     Ok(())
 }
