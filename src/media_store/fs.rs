@@ -27,14 +27,16 @@ use super::{DENDRITE_TOP_LEVEL, MediaPaths, TOP_LEVEL, check_component};
 
 /// Folders of the store found missing (and, to spare looking them up
 /// again, found present) during one run: see
-/// [`MediaStore::any_file_noting`]. Bounded, so that memory stays flat on
-/// any store: past [`AbsentDirs::LIMIT`] names each, nothing more is noted
-/// and lookups simply go to the kernel.
+/// [`MediaStore::any_file_noting`]. Names are kept as 64-bit hashes, and
+/// at most [`AbsentDirs::LIMIT`] of each kind (some 10 MiB in all), so
+/// memory stays flat on any store; once either kind is full, nothing more
+/// is learnt and lookups simply go to the kernel.
 ///
 /// A folder created after it was noted missing (Synapse fetching a media
-/// back during the run) is then not seen: its media is marked deleted,
-/// which only makes `upload` leave it alone, and the next check-deleted's
-/// walk of the store reopens it. Nothing is ever deleted on this answer.
+/// back during the run), or one whose hash collides with a missing one's,
+/// is then not seen: its media is marked deleted, which only makes
+/// `upload` leave it alone, and the next check-deleted's walk of the
+/// store reopens it. Nothing is ever deleted on this answer.
 #[derive(Default)]
 pub struct AbsentDirs {
     /// Read at every lookup by every checker thread, written rarely.
@@ -43,13 +45,18 @@ pub struct AbsentDirs {
 
 #[derive(Default)]
 struct KnownDirs {
-    absent: std::collections::HashSet<String>,
-    present: std::collections::HashSet<String>,
+    absent: std::collections::HashSet<u64>,
+    present: std::collections::HashSet<u64>,
+}
+
+fn name_hash(rel_dir: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(rel_dir)
 }
 
 impl AbsentDirs {
-    /// Names noted of each kind, at most (some 10 MiB in all).
-    pub const LIMIT: usize = 100_000;
+    /// Names noted of each kind, at most.
+    pub const LIMIT: usize = 500_000;
 
     fn known(&self) -> std::sync::RwLockReadGuard<'_, KnownDirs> {
         self.known.read().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -62,18 +69,25 @@ impl AbsentDirs {
         if known.absent.is_empty() {
             return false;
         }
-        ancestors_below_top(rel_dir).any(|p| known.absent.contains(p)) || (shared && known.absent.contains(rel_dir))
+        ancestors_below_top(rel_dir).any(|p| known.absent.contains(&name_hash(p)))
+            || (shared && known.absent.contains(&name_hash(rel_dir)))
     }
 
     fn is_present(&self, rel_dir: &str) -> bool {
-        self.known().present.contains(rel_dir)
+        self.known().present.contains(&name_hash(rel_dir))
+    }
+
+    /// Whether nothing more can be noted (then nothing is probed either).
+    fn is_full(&self) -> bool {
+        let known = self.known();
+        known.absent.len() >= Self::LIMIT || known.present.len() >= Self::LIMIT
     }
 
     fn note(&self, rel_dir: &str, present: bool) {
         let mut known = self.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let set = if present { &mut known.present } else { &mut known.absent };
         if set.len() < Self::LIMIT {
-            set.insert(rel_dir.to_owned());
+            set.insert(name_hash(rel_dir));
         }
     }
 }
@@ -336,24 +350,60 @@ impl MediaStore {
         }
         let found = self.dir(rel_dir)?;
         if found.is_none() {
-            for prefix in ancestors_below_top(rel_dir) {
-                if absent.is_present(prefix) {
-                    continue;
-                }
-                match self.dir(prefix) {
-                    Ok(None) => {
-                        absent.note(prefix, false);
-                        return Ok(None);
-                    }
-                    Ok(Some(_)) => absent.note(prefix, true),
-                    Err(_) => return Ok(None),
-                }
-            }
-            if shared {
-                absent.note(rel_dir, false);
-            }
+            self.learn_missing(rel_dir, true, shared, absent);
         }
         Ok(found)
+    }
+
+    /// Something (of any kind) is at `rel` (a file in folder `rel_dir`),
+    /// asked with one lookup of the whole path, answered from `absent`
+    /// where it can be, noting there what a miss teaches.
+    fn exists_noting(&self, rel: &str, rel_dir: &str, absent: &AbsentDirs) -> Result<bool, Errno> {
+        if absent.covers(rel_dir, true) {
+            return Ok(false);
+        }
+        let (top, rest) = rel.split_once('/').expect("media paths have folders");
+        let top = match self.top(top) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(e.raw_os_error().map_or(Errno::IO, Errno::from_raw_os_error)),
+        };
+        match open_beneath(&top, rest, OFlags::PATH) {
+            Ok(_) => Ok(true),
+            Err(e) if is_absent(e) => {
+                self.learn_missing(rel_dir, false, true, absent);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a miss below `rel_dir`, find which folder is missing: its
+    /// ancestors below the top level, shallowest first, then (`shared`,
+    /// and not `known_missing` already) the folder itself; the first
+    /// missing one is noted, those found present too. `shared`: the folder
+    /// holds many media's files (not one media's thumbnail folder).
+    fn learn_missing(&self, rel_dir: &str, known_missing: bool, shared: bool, absent: &AbsentDirs) {
+        if absent.is_full() {
+            return;
+        }
+        let itself = (shared && !known_missing).then_some(rel_dir);
+        for prefix in ancestors_below_top(rel_dir).chain(itself) {
+            if absent.is_present(prefix) {
+                continue;
+            }
+            match self.dir(prefix) {
+                Ok(None) => {
+                    absent.note(prefix, false);
+                    return;
+                }
+                Ok(Some(_)) => absent.note(prefix, true),
+                Err(_) => return,
+            }
+        }
+        if shared && known_missing {
+            absent.note(rel_dir, false);
+        }
     }
 
     /// The regular file `name` in `dir`, if it is one.
@@ -445,7 +495,18 @@ impl MediaStore {
 
     fn any_file_in(&self, paths: &MediaPaths, absent: Option<&AbsentDirs>) -> io::Result<bool> {
         let (original_dir, original_name) = paths.original.rsplit_once('/').expect("media paths have folders");
-        match self.dir_noting(original_dir, true, absent) {
+        if let Some(absent) = absent {
+            // One lookup of the whole path (O_PATH: nothing is opened for
+            // reading) where the folder and a stat took two.
+            match self.exists_noting(&paths.original, original_dir, absent) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) if is_refused_link(e) => return Ok(true),
+                Err(e) => return Err(errno_io(e, &paths.original)),
+            }
+            return self.any_thumbnail(paths, Some(absent));
+        }
+        match self.dir(original_dir) {
             Ok(Some(dir)) => match rustix::fs::statat(&dir, original_name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(_) => return Ok(true),
                 Err(e) if is_absent(e) => {}
@@ -455,6 +516,11 @@ impl MediaStore {
             Err(e) if is_refused_link(e) => return Ok(true),
             Err(e) => return Err(errno_io(e, original_dir)),
         }
+        self.any_thumbnail(paths, None)
+    }
+
+    /// Whether the media's thumbnail folder holds anything but folders.
+    fn any_thumbnail(&self, paths: &MediaPaths, absent: Option<&AbsentDirs>) -> io::Result<bool> {
         let dir = match self.dir_noting(&paths.thumbnail_dir, false, absent) {
             Ok(Some(dir)) => dir,
             Ok(None) => return Ok(false),
@@ -923,12 +989,18 @@ mod tests {
             assert_eq!(noted, store.any_file_noting(&local(id), &absent).unwrap(), "{id}, asked again");
         }
         let known = absent.known();
-        assert!(known.absent.contains("local_content/qq"), "{:?}", known.absent);
-        assert!(known.absent.contains("local_thumbnails/qq"));
-        assert!(known.absent.contains("local_content/ab/qq"));
-        assert!(known.present.contains("local_content/ab"));
-        assert!(!known.absent.iter().any(|d| d.ends_with("/rrrr") || d.ends_with("/xxxx")), "no per-media folder");
+        let noted = |set: &std::collections::HashSet<u64>, name: &str| set.contains(&name_hash(name));
+        assert!(noted(&known.absent, "local_content/qq"));
+        assert!(noted(&known.absent, "local_thumbnails/qq"));
+        assert!(noted(&known.absent, "local_content/ab/qq"));
+        assert!(noted(&known.present, "local_content/ab"));
+        assert!(noted(&known.present, "local_content/ab/cd"));
+        assert!(!noted(&known.absent, "local_thumbnails/ab/cd/xxxx"), "no per-media folder");
         drop(known);
+        // A symlink where the original is: present (kept open, reported by upload).
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("local_content/ab/cd/link")).unwrap();
+        assert!(store.any_file_noting(&local("abcdlink"), &absent).unwrap());
+        assert!(store.any_file(&local("abcdlink")).unwrap());
         // What was noted stays true only for the run: a folder made since
         // is not seen (its media marked deleted, reopened by the next walk).
         std::fs::create_dir_all(dir.path().join("local_content/qq/rr")).unwrap();
