@@ -11,7 +11,8 @@ Steps (each on the same generated data, the same S3 server on loopback):
   update-db     homeserver DB -> cache.db, at several row counts
   check-deleted cache.db rows against the media store, same row counts
   check-deleted-daily  the same on a cache.db where 99% of rows are known
-                deleted (the daily case after offloading), a few pulled back
+                deleted (the daily case after offloading: the day's new rows
+                at the end of the table), a few pulled back
   purge         `purge --remote-older-than 1d` of that many remote media, each
                 with a thumbnail, files on disk and objects in the S3 server
                 (media-offload only: the Python tool has no purge)
@@ -658,15 +659,18 @@ class Bench:
                     shutil.rmtree(work, ignore_errors=True)
 
     def daily_data(self, n, data):
-        """The daily case: a cache.db where all but every 100th row is known
-        deleted; a store with the files of half of those (the day's media
-        not offloaded yet) and of every 1000th deleted row (pulled back by
-        Synapse). Returns (store, cache.db, rows left open, rows pulled back)."""
+        """The daily case: a cache.db where all rows but the last 1% (the
+        day's, which update-db has just added at the end of the table) are
+        known deleted; a store with the files of half of the day's rows (the
+        others are gone already) and of every 1000th deleted row (pulled
+        back by Synapse, scattered through the history). Returns (store,
+        cache.db, rows left open, rows pulled back)."""
         daily = data / "daily"
         stamp = daily / "stamp"
         cache = daily / "cache.db"
-        if stamp.exists() and stamp.read_text().split()[0] == str(n):
-            _, open_rows, back = stamp.read_text().split()
+        layout = "day-at-end"
+        if stamp.exists() and stamp.read_text().split()[0] == str(n) and stamp.read_text().split()[-1] == layout:
+            _, open_rows, back, _ = stamp.read_text().split()
             return daily / "media_store", cache, int(open_rows), int(back)
         shutil.rmtree(daily, ignore_errors=True)
         store = daily / "media_store"
@@ -675,11 +679,14 @@ class Bench:
         shutil.copy(data / "cache.db", cache)
         open_rows = back = 0
         with sqlite3.connect(cache) as conn:
-            conn.execute("UPDATE media SET known_deleted = 1 WHERE rowid % 100 != 0")
+            first_of_day = conn.execute("SELECT MAX(rowid) FROM media").fetchone()[0] - n // 100
+            conn.execute("UPDATE media SET known_deleted = 1 WHERE rowid <= ?", (first_of_day,))
             rows = list(conn.execute("SELECT rowid, origin, filesystem_id FROM media ORDER BY rowid"))
         for rowid, origin, fid in rows:
-            if rowid % 200 == 0:
-                open_rows += 1      # not offloaded yet: stays open
+            if rowid > first_of_day:
+                if rowid % 2:
+                    continue        # the day's, gone already: marked deleted
+                open_rows += 1      # the day's, not offloaded yet: stays open
             elif rowid % 1000 == 7:
                 back += 1           # known deleted, back on disk
             else:
@@ -687,7 +694,7 @@ class Bench:
             original = store / media_paths({"origin": origin, "filesystem_id": fid})[0]
             original.parent.mkdir(parents=True, exist_ok=True)
             original.write_bytes(b"x")
-        stamp.write_text(f"{n} {open_rows} {back}")
+        stamp.write_text(f"{n} {open_rows} {back} {layout}")
         return store, cache, open_rows, back
 
     def bench_check_deleted_daily(self):
