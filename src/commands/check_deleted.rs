@@ -244,15 +244,16 @@ fn find_returned(
     result: &mut Checked,
 ) -> Result<()> {
     let mut progress = Progress::counting_up("check-deleted", "files on disk");
-    // The walk is depth first in name order: a media's thumbnails come one
-    // after another, and are looked up once.
+    // Each folder's entries come together, in name order: a media's
+    // thumbnails come one after another, and are looked up once.
     let mut last: Option<StoredFile> = None;
     // Reopened rows are written in rowid order, a batch at a time, not one
     // scattered page write each; until then they are skipped when another
     // of their files (the thumbnails' tree) comes up in the walk.
     let mut reopened: Vec<(i64, bool)> = Vec::new();
     let mut pending = std::collections::HashSet::new();
-    media.walk(&mut |entry| {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get() * 2).min(8);
+    media.walk_parallel(threads, &mut |entry| {
         progress.advance(1, 0, 0);
         let Some(stored) = StoredFile::parse(&entry.rel) else { return Ok(()) };
         if last.as_ref().is_some_and(|l| {

@@ -92,6 +92,16 @@ impl AbsentDirs {
     }
 }
 
+/// What a walk does with each folder it opens: the folder, its path, and
+/// where its entries go.
+type Descend<'a> =
+    dyn FnMut(rustix::fd::OwnedFd, &str, &mut dyn FnMut(Walked) -> anyhow::Result<()>) -> anyhow::Result<()> + 'a;
+
+/// The folder part of a relative path (`a/b/c` gives `a/b`).
+fn folder_of(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
 /// The ancestors of `rel_dir` below its top-level folder, shallowest
 /// first, without `rel_dir` itself: `local_content/ab/cd` gives
 /// `local_content/ab`.
@@ -688,6 +698,18 @@ impl MediaStore {
         rel_dir: &str,
         each: &mut dyn FnMut(Walked) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
+        self.walk_entries(dir, rel_dir, each, &mut |child, rel, each| self.walk_dir(&child, rel, each))
+    }
+
+    /// The entries of `dir`, in name order: files and oddities to `each`,
+    /// folders (opened without following a symlink) to `descend`.
+    fn walk_entries(
+        &self,
+        dir: &rustix::fd::OwnedFd,
+        rel_dir: &str,
+        each: &mut dyn FnMut(Walked) -> anyhow::Result<()>,
+        descend: &mut Descend<'_>,
+    ) -> anyhow::Result<()> {
         let mut names = Vec::new();
         for name in read_names(dir, rel_dir)? {
             match name {
@@ -707,7 +729,7 @@ impl MediaStore {
                 FileType::Directory => {
                     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                     match rustix::fs::openat(dir, name.as_str(), flags, Mode::empty()) {
-                        Ok(child) => self.walk_dir(&child, &rel, each)?,
+                        Ok(child) => descend(child, &rel, each)?,
                         Err(e) if is_absent(e) || e == Errno::LOOP => continue,
                         Err(e) => return Err(errno_io(e, &rel).into()),
                     }
@@ -722,6 +744,75 @@ impl MediaStore {
             }
         }
         Ok(())
+    }
+
+    /// [`Self::walk`], with the folders below the top-level ones read on
+    /// `threads` threads: the daily check-deleted walks tens of thousands
+    /// of folders, one at a time a core's work while the other idles.
+    /// `each` runs on this thread and sees each folder's entries together
+    /// and in name order, but the folders in no set order. Memory: a few
+    /// chunks of entries per thread, whatever the store's size.
+    pub fn walk_parallel(
+        &self,
+        threads: usize,
+        each: &mut dyn FnMut(Walked) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        const CHUNK: usize = 512;
+        let mut folders = Vec::new();
+        for top in self.names {
+            let Some(fd) = self.top(top)? else { continue };
+            self.walk_entries(&fd, top, each, &mut |child, rel, _| {
+                folders.push((child, rel.to_owned()));
+                Ok(())
+            })?;
+        }
+        let queue = std::sync::Mutex::new(folders.into_iter());
+        let (send, receive) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<Walked>>>(threads.max(1) * 2);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.max(1) {
+                let (send, queue) = (send.clone(), &queue);
+                scope.spawn(move || {
+                    let mut chunk: Vec<Walked> = Vec::with_capacity(CHUNK);
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).next();
+                        let Some((dir, rel)) = next else { break };
+                        let walked = self.walk_dir(&dir, &rel, &mut |entry| {
+                            // A chunk ends only between folders, so a
+                            // folder's entries reach `each` together.
+                            if chunk.len() >= CHUNK
+                                && chunk.last().is_some_and(|l: &Walked| folder_of(&l.rel) != folder_of(&entry.rel))
+                            {
+                                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                                send.send(Ok(full)).map_err(|_| anyhow::anyhow!("the walk was stopped"))?;
+                            }
+                            chunk.push(entry);
+                            Ok(())
+                        });
+                        if let Err(e) = walked {
+                            // Nobody listening: the consumer stopped first.
+                            let _ = send.send(Err(e));
+                            return;
+                        }
+                    }
+                    if !chunk.is_empty() {
+                        let _ = send.send(Ok(chunk));
+                    }
+                });
+            }
+            drop(send);
+            let mut consume = || {
+                for chunk in receive.iter() {
+                    for entry in chunk? {
+                        each(entry)?;
+                    }
+                }
+                Ok(())
+            };
+            let consumed = consume();
+            // Stopped early: the threads' next send fails, and they end.
+            drop(receive);
+            consumed
+        })
     }
 
     /// A regular file's size and modification time, resolved beneath the
@@ -1011,6 +1102,49 @@ mod tests {
             ancestors_below_top("remote_thumbnail/o/ab/cd/ef").collect::<Vec<_>>(),
             ["remote_thumbnail/o", "remote_thumbnail/o/ab", "remote_thumbnail/o/ab/cd"]
         );
+    }
+
+    #[test]
+    fn the_parallel_walk_sees_what_the_walk_sees() {
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for i in 0..300 {
+            files.push((format!("local_content/a{}/c{}/m{i:04}", i % 7, i % 3), b"x".to_vec()));
+            files.push((format!("local_thumbnails/a{}/c{}/m{i:04}/32-32-image-png-crop", i % 7, i % 3), b"t".to_vec()));
+        }
+        files.push(("remote_content/example.org/ab/cd/efgh".into(), b"r".to_vec()));
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+        let (dir, store) = store_with(&refs);
+        std::os::unix::fs::symlink("/etc", dir.path().join("local_content/a1/link")).unwrap();
+        let mut serial = Vec::new();
+        store
+            .walk(&mut |w| {
+                serial.push(w.rel);
+                Ok(())
+            })
+            .unwrap();
+        for threads in [1, 3] {
+            let mut parallel = Vec::new();
+            store
+                .walk_parallel(threads, &mut |w| {
+                    parallel.push(w.rel);
+                    Ok(())
+                })
+                .unwrap();
+            parallel.sort();
+            let mut expected = serial.clone();
+            expected.sort();
+            assert_eq!(parallel, expected, "{threads} threads");
+        }
+        assert_eq!(serial.len(), 602, "the symlink is reported, not followed");
+        // The consumer stopping stops the walk, with its error.
+        let mut seen = 0;
+        let err = store
+            .walk_parallel(2, &mut |_| {
+                seen += 1;
+                if seen == 10 { anyhow::bail!("enough") } else { Ok(()) }
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "enough");
     }
 
     #[test]
