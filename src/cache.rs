@@ -102,11 +102,18 @@ const CACHE_KIB: i64 = 16 * 1024;
 pub struct Cache {
     conn: Connection,
     path: PathBuf,
-    /// Indexes dropped in the open transaction, built again by `commit`
-    /// (see [`Cache::begin_fill`], [`Cache::begin_mass_flagging`]).
-    reindex: bool,
-    /// The table is being filled from empty: rows may come in any order.
-    filling: bool,
+    /// Indexes dropped in the open transaction, built again by `commit`.
+    dropped: Option<Dropped>,
+}
+
+/// Which indexes a bulk write dropped until its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// All three, to fill an empty table ([`Cache::begin_fill`]): rows
+    /// may then come in any order.
+    All,
+    /// `deleted_idx`, to flag most rows ([`Cache::begin_mass_flagging`]).
+    DeletedIdx,
 }
 
 impl Cache {
@@ -129,7 +136,7 @@ impl Cache {
         if !existed {
             crate::lock::hand_over(path);
         }
-        Ok(Self { conn, path: path.to_owned(), reindex: false, filling: false })
+        Ok(Self { conn, path: path.to_owned(), dropped: None })
     }
 
     /// A second connection for reading pages while this one writes.
@@ -155,7 +162,7 @@ impl Cache {
         let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX))
             .with_context(|| format!("could not open {}", path.display()))?;
-        Ok(Self { conn, path: path.to_owned(), reindex: false, filling: false })
+        Ok(Self { conn, path: path.to_owned(), dropped: None })
     }
 
     /// Write a consistent copy of the whole database to `target` (this
@@ -198,8 +205,7 @@ impl Cache {
     }
 
     pub fn commit(&mut self) -> Result<()> {
-        self.filling = false;
-        if std::mem::take(&mut self.reindex) {
+        if self.dropped.take().is_some() {
             log::debug!("{}: indexing the rows", self.path.display());
             self.conn.execute_batch(&format!("{SCHEMA}{OWN_SCHEMA}")).with_context(|| {
                 format!("could not index {} (a media listed twice by the homeserver database?)", self.path.display())
@@ -226,8 +232,7 @@ impl Cache {
                  DROP INDEX IF EXISTS media_offload_remote_fsid_idx;",
             )
             .with_context(|| format!("could not write to {}", self.path.display()))?;
-        self.filling = true;
-        self.reindex = true;
+        self.dropped = Some(Dropped::All);
         Ok(true)
     }
 
@@ -236,21 +241,22 @@ impl Cache {
     /// `check-deleted`, which may flag nearly all of them): building the
     /// index once costs a fraction of moving most of its entries one by
     /// one. (The daily run, with 1% of the rows open, keeps the index: it
-    /// finds those rows by it.) Returns whether it did.
-    pub fn begin_mass_flagging(&mut self) -> Result<bool> {
+    /// finds those rows by it.) `open`: how many rows are not known
+    /// deleted. Returns whether it did.
+    pub fn begin_mass_flagging(&mut self, open: u64) -> Result<bool> {
         if self.conn.is_autocommit() {
             return Ok(false);
         }
         // MAX(rowid) is read from the end of the table: a bound on the
         // rows, where COUNT(*) would read them all.
         let rows: i64 = self.conn.query_row("SELECT COALESCE(MAX(rowid), 0) FROM media", [], |r| r.get(0))?;
-        if rows == 0 || self.count(Rows::NotDeleted)? < rows as u64 / 2 {
+        if rows == 0 || open < rows as u64 / 2 {
             return Ok(false);
         }
         self.conn
             .execute_batch("DROP INDEX IF EXISTS deleted_idx")
             .with_context(|| format!("could not write to {}", self.path.display()))?;
-        self.reindex = true;
+        self.dropped = Some(Dropped::DeletedIdx);
         Ok(true)
     }
 
@@ -275,7 +281,7 @@ impl Cache {
         // In key order, the unique index is walked once per batch instead
         // of being hit at random pages for every row (no index: no order).
         let mut sorted: Vec<&Candidate> = rows.iter().collect();
-        if !self.filling {
+        if self.dropped != Some(Dropped::All) {
             sorted.sort_unstable_by(|a, b| (&a.origin, &a.media_id).cmp(&(&b.origin, &b.media_id)));
         }
         self.write(|conn| {
@@ -523,7 +529,7 @@ mod tests {
         let rows: Vec<_> = (0..10).map(|i| candidate(&format!("media{i:04}"))).collect();
         cache.insert_new(&rows).unwrap();
         cache.begin().unwrap();
-        assert!(cache.begin_mass_flagging().unwrap(), "all rows open");
+        assert!(cache.begin_mass_flagging(cache.count(Rows::NotDeleted).unwrap()).unwrap(), "all rows open");
         assert!(!indexes(&cache).contains(&"deleted_idx".to_owned()));
         let page = cache.page(Rows::NotDeleted, 0, 100).unwrap();
         assert_eq!(page.len(), 10);
@@ -533,7 +539,7 @@ mod tests {
         assert!(indexes(&cache).contains(&"deleted_idx".to_owned()));
         assert_eq!(cache.count(Rows::NotDeleted).unwrap(), 1);
         cache.begin().unwrap();
-        assert!(!cache.begin_mass_flagging().unwrap(), "most rows known deleted: the index stays");
+        assert!(!cache.begin_mass_flagging(1).unwrap(), "most rows known deleted: the index stays");
         cache.commit().unwrap();
     }
 }

@@ -165,10 +165,11 @@ fn damaged(media: &MediaStore, db: &mut HomeserverDb, row: &CacheRow) -> bool {
 pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_>>) -> Result<Checked> {
     let mut result = Checked::default();
     cache.begin()?;
-    if cache.begin_mass_flagging()? {
+    let open = cache.count(Rows::NotDeleted)?;
+    if cache.begin_mass_flagging(open)? {
         log::debug!("most rows are open: deleted_idx is built again at the end");
     }
-    mark_gone(cache, media, &mut result)?;
+    mark_gone(cache, media, open, &mut result)?;
     if cache.any(Rows::Deleted)? {
         find_returned(cache, media, reopen.as_mut(), &mut result)?;
     }
@@ -180,8 +181,7 @@ pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_
 /// over a few threads (the stat calls dominate). The next page is looked
 /// up while this one's flags are written: the disk's lookups and cache.db's
 /// B-tree work then share the cores instead of taking turns.
-fn mark_gone(cache: &mut Cache, media: &MediaStore, result: &mut Checked) -> Result<()> {
-    let total = cache.count(Rows::NotDeleted)?;
+fn mark_gone(cache: &mut Cache, media: &MediaStore, total: u64, result: &mut Checked) -> Result<()> {
     let mut progress = Progress::new("check-deleted", "media", total, Counting::Items);
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4).min(16);
     let absent = AbsentDirs::default();
@@ -250,8 +250,11 @@ fn find_returned(
     // Reopened rows are written in rowid order, a batch at a time, not one
     // scattered page write each; until then they are skipped when another
     // of their files (the thumbnails' tree) comes up in the walk.
-    let mut reopened: Vec<(i64, bool)> = Vec::new();
-    let mut pending = std::collections::HashSet::new();
+    let mut reopened = std::collections::HashSet::new();
+    let write = |cache: &mut Cache, reopened: &mut std::collections::HashSet<i64>| {
+        let mut rows: Vec<_> = reopened.drain().map(|rowid| (rowid, false)).collect();
+        cache.set_deleted_rows(&mut rows)
+    };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get() * 2).min(8);
     media.walk_parallel(threads, &mut |entry| {
         progress.advance(1, 0, 0);
@@ -262,7 +265,7 @@ fn find_returned(
             return Ok(());
         }
         for row in cache.deleted_rows_named(&stored)? {
-            if pending.contains(&row.rowid) {
+            if reopened.contains(&row.rowid) {
                 continue;
             }
             result.checked += 1;
@@ -309,18 +312,15 @@ fn find_returned(
             }
             log::info!("files of {}{} are back on disk; it will be offloaded again", row.origin, row.media_id);
             result.reopened += 1;
-            pending.insert(row.rowid);
-            reopened.push((row.rowid, false));
+            reopened.insert(row.rowid);
             if reopened.len() >= REOPEN_BATCH {
-                cache.set_deleted_rows(&mut reopened)?;
-                reopened.clear();
-                pending.clear();
+                write(cache, &mut reopened)?;
             }
         }
         last = Some(stored);
         Ok(())
     })?;
-    cache.set_deleted_rows(&mut reopened)?;
+    write(cache, &mut reopened)?;
     progress.finish();
     Ok(())
 }

@@ -228,8 +228,7 @@ impl SynapseDb for SynapseSqlite {
             ),
             MediaKind::Remote => (
                 "SELECT media_origin, media_id, filesystem_id FROM remote_media_cache \
-                 WHERE COALESCE(last_access_ts, created_ts) < ?1 AND COALESCE(last_access_ts, created_ts) >= ?2 \
-",
+                 WHERE COALESCE(last_access_ts, created_ts) < ?1 AND COALESCE(last_access_ts, created_ts) >= ?2",
                 " ORDER BY media_origin COLLATE BINARY, media_id COLLATE BINARY",
                 "remote_media_cache",
             ),
