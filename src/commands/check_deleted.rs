@@ -17,7 +17,7 @@ use crate::cache::{Cache, CacheRow, Rows};
 use crate::error::Failure;
 use crate::homeserver_db::HomeserverDb;
 use crate::lock::StoreLock;
-use crate::media_store::{AbsentDirs, MediaStore, StoredFile};
+use crate::media_store::{KnownFolders, MediaStore, StoredFile};
 use crate::report::{self, Counting, Progress};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -112,7 +112,7 @@ enum Change {
     Failed,
 }
 
-fn examine(media: &MediaStore, absent: &AbsentDirs, row: &CacheRow) -> Change {
+fn examine(media: &MediaStore, absent: &KnownFolders, row: &CacheRow) -> Change {
     let paths = match row.paths() {
         Ok(p) => p,
         Err(invalid) => {
@@ -166,10 +166,11 @@ pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_
     let mut result = Checked::default();
     cache.begin()?;
     let open = cache.count(Rows::NotDeleted)?;
-    if cache.begin_mass_flagging(open)? {
-        log::debug!("most rows are open: deleted_idx is built again at the end");
+    let most_open = cache.begin_mass_flagging(open)?;
+    if most_open {
+        log::debug!("most rows are open: deleted_idx is built again at the end, shared folders are listed");
     }
-    mark_gone(cache, media, open, &mut result)?;
+    mark_gone(cache, media, open, most_open, &mut result)?;
     if cache.any(Rows::Deleted)? {
         find_returned(cache, media, reopen.as_mut(), &mut result)?;
     }
@@ -181,10 +182,14 @@ pub fn check(cache: &mut Cache, media: &MediaStore, mut reopen: Option<Reopen<'_
 /// over a few threads (the stat calls dominate). The next page is looked
 /// up while this one's flags are written: the disk's lookups and cache.db's
 /// B-tree work then share the cores instead of taking turns.
-fn mark_gone(cache: &mut Cache, media: &MediaStore, total: u64, result: &mut Checked) -> Result<()> {
+///
+/// `most_open`: most rows are asked about (a first run), so each folder
+/// shared by many media is read once and the rows in it answered from that
+/// listing, instead of one path lookup per row.
+fn mark_gone(cache: &mut Cache, media: &MediaStore, total: u64, most_open: bool, result: &mut Checked) -> Result<()> {
     let mut progress = Progress::new("check-deleted", "media", total, Counting::Items);
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get() * 4).min(16);
-    let absent = AbsentDirs::default();
+    let absent = if most_open { KnownFolders::listing() } else { KnownFolders::default() };
     let absent = &absent;
     std::thread::scope(|scope| {
         let look_up = |page: Vec<CacheRow>| {

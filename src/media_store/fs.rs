@@ -28,7 +28,7 @@ use super::{DENDRITE_TOP_LEVEL, MediaPaths, TOP_LEVEL, check_component};
 /// Folders of the store found missing (and, to spare looking them up
 /// again, found present) during one run: see
 /// [`MediaStore::any_file_noting`]. Names are kept as 64-bit hashes, and
-/// at most [`AbsentDirs::LIMIT`] of each kind (some 10 MiB in all), so
+/// at most [`KnownFolders::LIMIT`] of each kind (some 10 MiB in all), so
 /// memory stays flat on any store; once either kind is full, nothing more
 /// is learnt and lookups simply go to the kernel.
 ///
@@ -37,16 +37,33 @@ use super::{DENDRITE_TOP_LEVEL, MediaPaths, TOP_LEVEL, check_component};
 /// is then not seen: its media is marked deleted, which only makes
 /// `upload` leave it alone, and the next check-deleted's walk of the
 /// store reopens it. Nothing is ever deleted on this answer.
+///
+/// Made by [`KnownFolders::listing`], it also keeps the listings of the
+/// folders shared by many media (`local_content/ab/cd`, and the folder of
+/// thumbnail folders beside it), read once each, as sorted 64-bit hashes of
+/// the names, at most [`KnownFolders::LISTED_NAMES`] names in all: a first
+/// check-deleted, which asks about every row, then reads each such folder
+/// once instead of resolving a path for every row in it. The same holds of
+/// a listing as of a missing folder: an entry made after it was read is
+/// not seen (its media marked deleted, reopened by the walk that follows),
+/// and one removed since, or a hash collision, keeps a media open, which
+/// `upload` finds empty. Neither deletes anything.
 #[derive(Default)]
-pub struct AbsentDirs {
+pub struct KnownFolders {
     /// Read at every lookup by every checker thread, written rarely.
     known: std::sync::RwLock<KnownDirs>,
+    /// Whether shared folders are listed (see [`KnownFolders::listing`]).
+    list: bool,
 }
 
 #[derive(Default)]
 struct KnownDirs {
     absent: std::collections::HashSet<u64>,
     present: std::collections::HashSet<u64>,
+    /// Shared folders (by name hash) and their entries' name hashes, sorted.
+    listings: std::collections::HashMap<u64, Arc<[u64]>>,
+    /// Entries in `listings`, all folders together.
+    listed: usize,
 }
 
 fn name_hash(rel_dir: &str) -> u64 {
@@ -54,9 +71,46 @@ fn name_hash(rel_dir: &str) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(rel_dir)
 }
 
-impl AbsentDirs {
+/// The hash of an entry's name in a folder listing (the raw bytes: a name
+/// that is not UTF-8 can match no media, and is hashed all the same).
+fn entry_hash(name: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(name)
+}
+
+impl KnownFolders {
     /// Names noted of each kind, at most.
     pub const LIMIT: usize = 500_000;
+
+    /// Entries kept in folder listings, at most (8 bytes each).
+    pub const LISTED_NAMES: usize = 1_000_000;
+
+    /// Folders noted, and the shared ones listed: for a run that asks
+    /// about most rows, so that most shared folders are asked about many
+    /// times. (A daily run, which asks about a few rows scattered over
+    /// every folder, would read more entries than it asks about.)
+    pub fn listing() -> Self {
+        Self { list: true, ..Self::default() }
+    }
+
+    /// The listing of `rel_dir`, if it was read.
+    fn listing_of(&self, rel_dir: &str) -> Option<Arc<[u64]>> {
+        self.known().listings.get(&name_hash(rel_dir)).cloned()
+    }
+
+    /// Whether another listing may be read and kept.
+    fn may_list(&self) -> bool {
+        self.list && self.known().listed < Self::LISTED_NAMES
+    }
+
+    /// Keep the listing of `rel_dir` (sorted), if there is room.
+    fn keep_listing(&self, rel_dir: &str, names: Vec<u64>) {
+        let mut known = self.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if known.listed + names.len() <= Self::LISTED_NAMES {
+            known.listed += names.len();
+            known.listings.insert(name_hash(rel_dir), names.into());
+        }
+    }
 
     fn known(&self) -> std::sync::RwLockReadGuard<'_, KnownDirs> {
         self.known.read().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -352,7 +406,7 @@ impl MediaStore {
         &self,
         rel_dir: &str,
         shared: bool,
-        absent: Option<&AbsentDirs>,
+        absent: Option<&KnownFolders>,
     ) -> Result<Option<Arc<rustix::fd::OwnedFd>>, Errno> {
         let Some(absent) = absent else { return self.dir(rel_dir) };
         if absent.covers(rel_dir, shared) {
@@ -368,7 +422,7 @@ impl MediaStore {
     /// Something (of any kind) is at `rel` (a file in folder `rel_dir`),
     /// asked with one lookup of the whole path, answered from `absent`
     /// where it can be, noting there what a miss teaches.
-    fn exists_noting(&self, rel: &str, rel_dir: &str, absent: &AbsentDirs) -> Result<bool, Errno> {
+    fn exists_noting(&self, rel: &str, rel_dir: &str, absent: &KnownFolders) -> Result<bool, Errno> {
         if absent.covers(rel_dir, true) {
             return Ok(false);
         }
@@ -388,12 +442,44 @@ impl MediaStore {
         }
     }
 
+    /// Whether the shared folder `rel_dir` has an entry (of any kind)
+    /// `name`, answered from its listing, read on first use; `None` when
+    /// `known` keeps no listings, or no more. A missing folder is noted
+    /// as [`Self::dir_noting`] notes it; a symlink on the way is an error
+    /// with ELOOP.
+    fn listed(&self, rel_dir: &str, name: &str, known: &KnownFolders) -> Result<Option<bool>, Errno> {
+        if !known.list {
+            return Ok(None);
+        }
+        let wanted = entry_hash(name.as_bytes());
+        if let Some(names) = known.listing_of(rel_dir) {
+            return Ok(Some(names.binary_search(&wanted).is_ok()));
+        }
+        if !known.may_list() {
+            return Ok(None);
+        }
+        let Some(dir) = self.dir_noting(rel_dir, true, Some(known))? else { return Ok(Some(false)) };
+        let mut names = Vec::new();
+        let mut entries = rustix::fs::Dir::read_from(&*dir)?;
+        while let Some(entry) = entries.read() {
+            let entry = entry?;
+            let bytes = entry.file_name().to_bytes();
+            if bytes != b"." && bytes != b".." {
+                names.push(entry_hash(bytes));
+            }
+        }
+        names.sort_unstable();
+        let found = names.binary_search(&wanted).is_ok();
+        known.keep_listing(rel_dir, names);
+        Ok(Some(found))
+    }
+
     /// After a miss below `rel_dir`, find which folder is missing: its
     /// ancestors below the top level, shallowest first, then (`shared`,
     /// and not `known_missing` already) the folder itself; the first
     /// missing one is noted, those found present too. `shared`: the folder
     /// holds many media's files (not one media's thumbnail folder).
-    fn learn_missing(&self, rel_dir: &str, known_missing: bool, shared: bool, absent: &AbsentDirs) {
+    fn learn_missing(&self, rel_dir: &str, known_missing: bool, shared: bool, absent: &KnownFolders) {
         if absent.is_full() {
             return;
         }
@@ -499,13 +585,20 @@ impl MediaStore {
     /// answers and noting there the folders it finds missing: a first
     /// `check-deleted` over millions of rows whose files are gone then asks
     /// the kernel about each missing folder once, not twice per row.
-    pub fn any_file_noting(&self, paths: &MediaPaths, absent: &AbsentDirs) -> io::Result<bool> {
+    pub fn any_file_noting(&self, paths: &MediaPaths, absent: &KnownFolders) -> io::Result<bool> {
         self.any_file_in(paths, Some(absent))
     }
 
-    fn any_file_in(&self, paths: &MediaPaths, absent: Option<&AbsentDirs>) -> io::Result<bool> {
+    fn any_file_in(&self, paths: &MediaPaths, absent: Option<&KnownFolders>) -> io::Result<bool> {
         let (original_dir, original_name) = paths.original.rsplit_once('/').expect("media paths have folders");
         if let Some(absent) = absent {
+            match self.listed(original_dir, original_name, absent) {
+                Ok(Some(true)) => return Ok(true),
+                Ok(Some(false)) => return self.any_thumbnail(paths, Some(absent)),
+                Ok(None) => {}
+                Err(e) if is_refused_link(e) => return Ok(true),
+                Err(e) => return Err(errno_io(e, original_dir)),
+            }
             // One lookup of the whole path (O_PATH: nothing is opened for
             // reading) where the folder and a stat took two.
             match self.exists_noting(&paths.original, original_dir, absent) {
@@ -530,7 +623,16 @@ impl MediaStore {
     }
 
     /// Whether the media's thumbnail folder holds anything but folders.
-    fn any_thumbnail(&self, paths: &MediaPaths, absent: Option<&AbsentDirs>) -> io::Result<bool> {
+    fn any_thumbnail(&self, paths: &MediaPaths, absent: Option<&KnownFolders>) -> io::Result<bool> {
+        if let Some(absent) = absent {
+            let (parent, name) = paths.thumbnail_dir.rsplit_once('/').expect("media paths have folders");
+            match self.listed(parent, name, absent) {
+                Ok(Some(false)) => return Ok(false),
+                Ok(_) => {}
+                Err(e) if is_refused_link(e) => return Ok(true),
+                Err(e) => return Err(errno_io(e, parent)),
+            }
+        }
         let dir = match self.dir_noting(&paths.thumbnail_dir, false, absent) {
             Ok(Some(dir)) => dir,
             Ok(None) => return Ok(false),
@@ -1073,7 +1175,7 @@ mod tests {
             ("local_content/ab/cd/efgh", b"hello"),
             ("local_thumbnails/ab/zz/yyyy/32-32-image-png-crop", b"t"),
         ]);
-        let absent = AbsentDirs::default();
+        let absent = KnownFolders::default();
         for id in ["abcdefgh", "abcdxxxx", "abzzyyyy", "abqqrrrr", "ababcdcd", "qqrrssss", "qqrrtttt"] {
             let noted = store.any_file_noting(&local(id), &absent).unwrap();
             assert_eq!(noted, store.any_file(&local(id)).unwrap(), "{id}");
@@ -1102,6 +1204,41 @@ mod tests {
             ancestors_below_top("remote_thumbnail/o/ab/cd/ef").collect::<Vec<_>>(),
             ["remote_thumbnail/o", "remote_thumbnail/o/ab", "remote_thumbnail/o/ab/cd"]
         );
+    }
+
+    #[test]
+    fn listed_folders_answer_like_the_kernel() {
+        let (dir, store) = store_with(&[
+            ("local_content/ab/cd/efgh", b"hello"),
+            ("local_thumbnails/ab/cd/thmb/32-32-image-png-crop", b"t"),
+            ("local_thumbnails/ab/cd/empt/.keep/x", b"folders only"),
+        ]);
+        std::fs::remove_file(dir.path().join("local_thumbnails/ab/cd/empt/.keep/x")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("local_content/ab/cd/link")).unwrap();
+        std::fs::create_dir_all(dir.path().join("local_content/zz")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("local_content/zz/yy")).unwrap();
+        let known = KnownFolders::listing();
+        let ids = ["abcdefgh", "abcdthmb", "abcdempt", "abcdlink", "abcdxxxx", "zzyyxxxx", "qqrrssss", "abqqrrrr"];
+        for round in 0..2 {
+            for id in ids {
+                let listed = store.any_file_noting(&local(id), &known).unwrap();
+                assert_eq!(listed, store.any_file(&local(id)).unwrap(), "{id}, round {round}");
+            }
+        }
+        let folders = known.known();
+        assert!(folders.listings.contains_key(&name_hash("local_content/ab/cd")));
+        assert!(folders.listings.contains_key(&name_hash("local_thumbnails/ab/cd")));
+        assert_eq!(folders.listed, 2 + 2, "two originals and two thumbnail folders");
+        drop(folders);
+        // A listing holds for the run: an original written since is not
+        // seen (marked deleted, reopened by the walk that follows).
+        std::fs::write(dir.path().join("local_content/ab/cd/newf"), b"new").unwrap();
+        assert!(store.any_file(&local("abcdnewf")).unwrap());
+        assert!(!store.any_file_noting(&local("abcdnewf"), &known).unwrap());
+        // Without listings (the default), the same questions go to the kernel.
+        let plain = KnownFolders::default();
+        assert!(store.any_file_noting(&local("abcdnewf"), &plain).unwrap());
+        assert!(plain.known().listings.is_empty());
     }
 
     #[test]

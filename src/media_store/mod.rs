@@ -5,7 +5,7 @@
 
 pub mod fs;
 
-pub use fs::{AbsentDirs, Listing, LocalFile, MediaStore, Skipped, Unlinked};
+pub use fs::{KnownFolders, Listing, LocalFile, MediaStore, Skipped, Unlinked};
 
 /// Top-level folders of a Synapse media store. Never pruned.
 pub const TOP_LEVEL: &[&str] = &["local_content", "local_thumbnails", "remote_content", "remote_thumbnail"];
