@@ -66,16 +66,12 @@ struct KnownDirs {
     listed: usize,
 }
 
-fn name_hash(rel_dir: &str) -> u64 {
+/// The hash of a folder's relative path, or of an entry's name in a
+/// listing (the raw bytes: a name that is not UTF-8 can match no media,
+/// and is hashed all the same).
+fn name_hash(name: impl AsRef<[u8]>) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(rel_dir)
-}
-
-/// The hash of an entry's name in a folder listing (the raw bytes: a name
-/// that is not UTF-8 can match no media, and is hashed all the same).
-fn entry_hash(name: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(name)
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(name.as_ref())
 }
 
 impl KnownFolders {
@@ -103,12 +99,17 @@ impl KnownFolders {
         self.list && self.known().listed < Self::LISTED_NAMES
     }
 
-    /// Keep the listing of `rel_dir` (sorted), if there is room.
+    /// Keep the listing of `rel_dir` (sorted), if there is room and no
+    /// other thread kept it first.
     fn keep_listing(&self, rel_dir: &str, names: Vec<u64>) {
         let mut known = self.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if known.listed + names.len() <= Self::LISTED_NAMES {
-            known.listed += names.len();
-            known.listings.insert(name_hash(rel_dir), names.into());
+        let room = known.listed + names.len() <= Self::LISTED_NAMES;
+        let len = names.len();
+        if let std::collections::hash_map::Entry::Vacant(slot) = known.listings.entry(name_hash(rel_dir))
+            && room
+        {
+            slot.insert(names.into());
+            known.listed += len;
         }
     }
 
@@ -451,7 +452,7 @@ impl MediaStore {
         if !known.list {
             return Ok(None);
         }
-        let wanted = entry_hash(name.as_bytes());
+        let wanted = name_hash(name);
         if let Some(names) = known.listing_of(rel_dir) {
             return Ok(Some(names.binary_search(&wanted).is_ok()));
         }
@@ -460,14 +461,10 @@ impl MediaStore {
         }
         let Some(dir) = self.dir_noting(rel_dir, true, Some(known))? else { return Ok(Some(false)) };
         let mut names = Vec::new();
-        let mut entries = rustix::fs::Dir::read_from(&*dir)?;
-        while let Some(entry) = entries.read() {
-            let entry = entry?;
-            let bytes = entry.file_name().to_bytes();
-            if bytes != b"." && bytes != b".." {
-                names.push(entry_hash(bytes));
-            }
-        }
+        each_entry(&dir, |entry| {
+            names.push(name_hash(entry.file_name().to_bytes()));
+            true
+        })?;
         names.sort_unstable();
         let found = names.binary_search(&wanted).is_ok();
         known.keep_listing(rel_dir, names);
@@ -639,23 +636,18 @@ impl MediaStore {
             Err(e) if is_refused_link(e) => return Ok(true),
             Err(e) => return Err(errno_io(e, &paths.thumbnail_dir)),
         };
-        let mut entries = rustix::fs::Dir::read_from(&*dir).map_err(|e| errno_io(e, &paths.thumbnail_dir))?;
-        while let Some(entry) = entries.read() {
-            let entry = entry.map_err(|e| errno_io(e, &paths.thumbnail_dir))?;
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
+        let mut found = false;
+        each_entry(&dir, |entry| {
             let is_dir = match entry.file_type() {
                 FileType::Unknown => rustix::fs::statat(&*dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
                     .is_ok_and(|st| file_type(&st) == FileType::Directory),
                 t => t == FileType::Directory,
             };
-            if !is_dir {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+            found = !is_dir;
+            !found
+        })
+        .map_err(|e| errno_io(e, &paths.thumbnail_dir))?;
+        Ok(found)
     }
 
     /// Whether `rel` is a regular file, resolved beneath the store.
@@ -1093,20 +1085,31 @@ pub enum WalkedKind {
 /// The names in a folder: `Ok` for plain UTF-8 names, `Err` (the name,
 /// lossily) for the others.
 fn read_names(dir: &rustix::fd::OwnedFd, rel: &str) -> io::Result<Vec<Result<String, String>>> {
-    let mut entries = rustix::fs::Dir::read_from(dir).map_err(|e| errno_io(e, rel))?;
     let mut out = Vec::new();
-    while let Some(entry) = entries.read() {
-        let entry = entry.map_err(|e| errno_io(e, rel))?;
+    each_entry(dir, |entry| {
         let bytes = entry.file_name().to_bytes();
-        if bytes == b"." || bytes == b".." {
-            continue;
-        }
         match std::str::from_utf8(bytes) {
             Ok(name) if check_component(name).is_ok() => out.push(Ok(name.to_owned())),
             _ => out.push(Err(String::from_utf8_lossy(bytes).into_owned())),
         }
-    }
+        true
+    })
+    .map_err(|e| errno_io(e, rel))?;
     Ok(out)
+}
+
+/// Calls `f` with each entry of the folder `dir` but `.` and `..`, until
+/// it returns false.
+fn each_entry(dir: &rustix::fd::OwnedFd, mut f: impl FnMut(&rustix::fs::DirEntry) -> bool) -> Result<(), Errno> {
+    let mut entries = rustix::fs::Dir::read_from(dir)?;
+    while let Some(entry) = entries.read() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." && !f(&entry) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
