@@ -352,13 +352,28 @@ fn stale_cache_rows(cache_db: &Path, index: &Index, keep: usize, r: &mut Report)
 
 /// A walked entry counted: a regular file's size and age, or `None` for
 /// anything else (reported as not media).
-fn counted_file(entry: &crate::media_store::fs::Walked, keep: usize, r: &mut Report) -> Option<(u64, SystemTime)> {
-    match entry.what {
-        WalkedKind::File { size, modified } => {
+fn counted_file(
+    media: &MediaStore,
+    entry: &crate::media_store::fs::Walked,
+    keep: usize,
+    r: &mut Report,
+) -> Option<(u64, SystemTime)> {
+    let found = match entry.what {
+        WalkedKind::File { size, modified } => Some((size, modified)),
+        // A walk that read names only: the size is read now.
+        WalkedKind::Named => match media.stat_rel(&entry.rel) {
+            Ok(Some(meta)) => Some(meta),
+            Ok(None) => return None,
+            Err(_) => None,
+        },
+        WalkedKind::Other => None,
+    };
+    match found {
+        Some(meta) => {
             r.files += 1;
-            Some((size, modified))
+            Some(meta)
         }
-        WalkedKind::Other => {
+        None => {
             r.not_media_files.add(format!("{} (not a regular file)", entry.rel), 0, keep);
             None
         }
@@ -369,7 +384,7 @@ fn counted_file(entry: &crate::media_store::fs::Walked, keep: usize, r: &mut Rep
 fn walk_files(media: &MediaStore, index: &Index, young_before: SystemTime, keep: usize, r: &mut Report) -> Result<()> {
     let tx = index.conn.unchecked_transaction()?;
     media.walk(&mut |entry| {
-        let Some((size, modified)) = counted_file(&entry, keep, r) else { return Ok(()) };
+        let Some((size, modified)) = counted_file(media, &entry, keep, r) else { return Ok(()) };
         let Some(stored) = StoredFile::parse(&entry.rel) else {
             r.not_media_files.add(entry.rel, size, keep);
             return Ok(());

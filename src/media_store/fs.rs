@@ -777,62 +777,83 @@ impl MediaStore {
 
     /// Visit every entry below the top-level folders, depth first in
     /// name order, never following a symlink. Folders are descended into,
-    /// not visited.
+    /// not visited; each file's size and modification time are read.
     pub fn walk(&self, each: &mut dyn FnMut(Walked) -> anyhow::Result<()>) -> anyhow::Result<()> {
         for top in self.names {
-            let Some(fd) = self.top(top)? else { continue };
-            self.walk_dir(&fd, top, each)?;
+            let Some(fd) = self.top_to_read(top)? else { continue };
+            self.walk_dir(fd, top, Detail::Stat, each)?;
         }
         Ok(())
     }
 
-    fn walk_dir(
-        &self,
-        dir: &rustix::fd::OwnedFd,
-        rel_dir: &str,
-        each: &mut dyn FnMut(Walked) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
-        self.walk_entries(dir, rel_dir, each, &mut |child, rel, each| self.walk_dir(&child, rel, each))
+    /// A descriptor of the top-level folder `name` of its own, to read its
+    /// entries with (reading moves a descriptor's position).
+    fn top_to_read(&self, name: &str) -> io::Result<Option<rustix::fd::OwnedFd>> {
+        let Some(fd) = self.top(name)? else { return Ok(None) };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::openat(&*fd, ".", flags, Mode::empty()).map(Some).map_err(|e| errno_io(e, name))
     }
 
-    /// The entries of `dir`, in name order: files and oddities to `each`,
-    /// folders (opened without following a symlink) to `descend`.
+    fn walk_dir(
+        &self,
+        dir: rustix::fd::OwnedFd,
+        rel_dir: &str,
+        detail: Detail,
+        each: &mut dyn FnMut(Walked) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.walk_entries(dir, rel_dir, detail, each, &mut |child, rel, each| self.walk_dir(child, rel, detail, each))
+    }
+
+    /// The entries of `dir` (read through this descriptor, not a copy),
+    /// in name order: files and oddities to `each`, folders (opened
+    /// without following a symlink) to `descend`.
     fn walk_entries(
         &self,
-        dir: &rustix::fd::OwnedFd,
+        dir: rustix::fd::OwnedFd,
         rel_dir: &str,
+        detail: Detail,
         each: &mut dyn FnMut(Walked) -> anyhow::Result<()>,
         descend: &mut Descend<'_>,
     ) -> anyhow::Result<()> {
+        let mut reader = rustix::fs::Dir::new(dir).map_err(|e| errno_io(e, rel_dir))?;
         let mut names = Vec::new();
-        for name in read_names(dir, rel_dir)? {
+        for (name, kind) in read_typed(&mut reader, rel_dir)? {
             match name {
-                Ok(name) => names.push(name),
+                Ok(name) => names.push((name, kind)),
                 Err(raw) => each(Walked { rel: format!("{rel_dir}/{raw}"), what: WalkedKind::Other })?,
             }
         }
-        names.sort();
-        for name in names {
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let dir = reader.fd().map_err(|e| errno_io(e, rel_dir))?;
+        for (name, kind) in names {
             let rel = format!("{rel_dir}/{name}");
-            let st = match rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(e) if is_absent(e) => continue,
-                Err(e) => return Err(errno_io(e, &rel).into()),
+            // The folder entry's type where it is enough (and known): a
+            // symlink is typed as one, and a folder is opened below
+            // without following one, whatever the entry said.
+            let (kind, st) = match (detail, kind) {
+                (Detail::Names, kind) if kind != FileType::Unknown => (kind, None),
+                _ => match rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => (file_type(&st), Some(st)),
+                    Err(e) if is_absent(e) => continue,
+                    Err(e) => return Err(errno_io(e, &rel).into()),
+                },
             };
-            match file_type(&st) {
+            match kind {
                 FileType::Directory => {
                     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                     match rustix::fs::openat(dir, name.as_str(), flags, Mode::empty()) {
                         Ok(child) => descend(child, &rel, each)?,
-                        Err(e) if is_absent(e) || e == Errno::LOOP => continue,
+                        // Gone, or replaced by a symlink or a file since.
+                        Err(e) if is_absent(e) || e == Errno::LOOP || e == Errno::NOTDIR => continue,
                         Err(e) => return Err(errno_io(e, &rel).into()),
                     }
                 }
                 FileType::RegularFile => {
-                    each(Walked {
-                        rel,
-                        what: WalkedKind::File { size: st.st_size.max(0) as u64, modified: modified(&st) },
-                    })?;
+                    let what = match st {
+                        Some(st) => WalkedKind::File { size: st.st_size.max(0) as u64, modified: modified(&st) },
+                        None => WalkedKind::Named,
+                    };
+                    each(Walked { rel, what })?;
                 }
                 _ => each(Walked { rel, what: WalkedKind::Other })?,
             }
@@ -840,9 +861,12 @@ impl MediaStore {
         Ok(())
     }
 
-    /// [`Self::walk`], with the folders below the top-level ones read on
-    /// `threads` threads: the daily check-deleted walks tens of thousands
-    /// of folders, one at a time a core's work while the other idles.
+    /// [`Self::walk`] for names only, with the folders below the
+    /// top-level ones read on `threads` threads: the daily check-deleted
+    /// walks tens of thousands of folders, one at a time a core's work
+    /// while the other idles. Regular files come as [`WalkedKind::Named`],
+    /// typed by their folder entries (a stat only where the file system
+    /// gives no type), not looked at further.
     /// `each` runs on this thread and sees each folder's entries together
     /// and in name order, but the folders in no set order. Memory: a few
     /// chunks of entries per thread, whatever the store's size.
@@ -854,8 +878,8 @@ impl MediaStore {
         const CHUNK: usize = 512;
         let mut folders = Vec::new();
         for top in self.names {
-            let Some(fd) = self.top(top)? else { continue };
-            self.walk_entries(&fd, top, each, &mut |child, rel, _| {
+            let Some(fd) = self.top_to_read(top)? else { continue };
+            self.walk_entries(fd, top, Detail::Names, each, &mut |child, rel, _| {
                 folders.push((child, rel.to_owned()));
                 Ok(())
             })?;
@@ -870,7 +894,7 @@ impl MediaStore {
                     loop {
                         let next = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).next();
                         let Some((dir, rel)) = next else { break };
-                        let walked = self.walk_dir(&dir, &rel, &mut |entry| {
+                        let walked = self.walk_dir(dir, &rel, Detail::Names, &mut |entry| {
                             // A chunk ends only between folders, so a
                             // folder's entries reach `each` together.
                             if chunk.len() >= CHUNK
@@ -1065,6 +1089,16 @@ pub struct StoreLockGuard {
     _fd: rustix::fd::OwnedFd,
 }
 
+/// How much a walk reads of each entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    /// Each file's size and modification time: a stat per entry.
+    Stat,
+    /// Names and types from the folder entries (a stat only where the
+    /// file system gives no type).
+    Names,
+}
+
 /// One entry of [`MediaStore::walk`].
 #[derive(Debug, Clone)]
 pub struct Walked {
@@ -1078,20 +1112,34 @@ pub enum WalkedKind {
         size: u64,
         modified: SystemTime,
     },
+    /// A regular file by its folder entry's type, its size and times not
+    /// read ([`MediaStore::walk_parallel`]).
+    Named,
     /// A symlink, a FIFO, a name that is not UTF-8 or not a plain name...
     Other,
 }
 
-/// The names in a folder: `Ok` for plain UTF-8 names, `Err` (the name,
+/// A folder entry's name: `Ok` for a plain UTF-8 name, `Err` (the name,
 /// lossily) for the others.
-fn read_names(dir: &rustix::fd::OwnedFd, rel: &str) -> io::Result<Vec<Result<String, String>>> {
+type EntryName = Result<String, String>;
+
+/// The names in a folder (see [`EntryName`]).
+fn read_names(dir: &rustix::fd::OwnedFd, rel: &str) -> io::Result<Vec<EntryName>> {
+    let mut reader = rustix::fs::Dir::read_from(dir).map_err(|e| errno_io(e, rel))?;
+    Ok(read_typed(&mut reader, rel)?.into_iter().map(|(name, _)| name).collect())
+}
+
+/// The names in the folder `reader` reads, each with the type its entry
+/// gives (`Unknown` where the file system gives none).
+fn read_typed(reader: &mut rustix::fs::Dir, rel: &str) -> io::Result<Vec<(EntryName, FileType)>> {
     let mut out = Vec::new();
-    each_entry(dir, |entry| {
+    each_in(reader, |entry| {
         let bytes = entry.file_name().to_bytes();
-        match std::str::from_utf8(bytes) {
-            Ok(name) if check_component(name).is_ok() => out.push(Ok(name.to_owned())),
-            _ => out.push(Err(String::from_utf8_lossy(bytes).into_owned())),
-        }
+        let name = match std::str::from_utf8(bytes) {
+            Ok(name) if check_component(name).is_ok() => Ok(name.to_owned()),
+            _ => Err(String::from_utf8_lossy(bytes).into_owned()),
+        };
+        out.push((name, entry.file_type()));
         true
     })
     .map_err(|e| errno_io(e, rel))?;
@@ -1099,10 +1147,14 @@ fn read_names(dir: &rustix::fd::OwnedFd, rel: &str) -> io::Result<Vec<Result<Str
 }
 
 /// Calls `f` with each entry of the folder `dir` but `.` and `..`, until
-/// it returns false.
-fn each_entry(dir: &rustix::fd::OwnedFd, mut f: impl FnMut(&rustix::fs::DirEntry) -> bool) -> Result<(), Errno> {
-    let mut entries = rustix::fs::Dir::read_from(dir)?;
-    while let Some(entry) = entries.read() {
+/// it returns false (through a descriptor of its own: `dir` may be shared).
+fn each_entry(dir: &rustix::fd::OwnedFd, f: impl FnMut(&rustix::fs::DirEntry) -> bool) -> Result<(), Errno> {
+    each_in(&mut rustix::fs::Dir::read_from(dir)?, f)
+}
+
+/// [`each_entry`] for a folder already opened for reading.
+fn each_in(reader: &mut rustix::fs::Dir, mut f: impl FnMut(&rustix::fs::DirEntry) -> bool) -> Result<(), Errno> {
+    while let Some(entry) = reader.read() {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." && !f(&entry) {
@@ -1258,7 +1310,7 @@ mod tests {
         let mut serial = Vec::new();
         store
             .walk(&mut |w| {
-                serial.push(w.rel);
+                serial.push((w.rel, matches!(w.what, WalkedKind::File { .. })));
                 Ok(())
             })
             .unwrap();
@@ -1266,7 +1318,9 @@ mod tests {
             let mut parallel = Vec::new();
             store
                 .walk_parallel(threads, &mut |w| {
-                    parallel.push(w.rel);
+                    // Names only: files by their folder entries' type.
+                    assert!(!matches!(w.what, WalkedKind::File { .. }), "{}: stat read", w.rel);
+                    parallel.push((w.rel, matches!(w.what, WalkedKind::Named)));
                     Ok(())
                 })
                 .unwrap();

@@ -61,7 +61,7 @@ pub(super) fn run(ctx: &Context, args: &Options, settings: &DendriteSettings) ->
     // Every file of the hash folders.
     let tx = index.conn.unchecked_transaction()?;
     media.walk(&mut |entry| {
-        let Some((size, modified)) = counted_file(&entry, keep, &mut r) else { return Ok(()) };
+        let Some((size, modified)) = counted_file(&media, &entry, keep, &mut r) else { return Ok(()) };
         let Some((hash, name)) = dendrite_file(&entry.rel) else {
             r.not_media_files.add(entry.rel, size, keep);
             return Ok(());
