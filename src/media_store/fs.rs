@@ -794,6 +794,22 @@ impl MediaStore {
         rustix::fs::openat(&*fd, ".", flags, Mode::empty()).map(Some).map_err(|e| errno_io(e, name))
     }
 
+    /// The folder `rel_dir` below a top-level one, opened beneath it
+    /// without following symlinks, as a descriptor of its own to read.
+    fn dir_to_read(&self, rel_dir: &str) -> Result<Option<rustix::fd::OwnedFd>, Errno> {
+        let (top, rest) = rel_dir.split_once('/').ok_or(Errno::INVAL)?;
+        let top = match self.top(top) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e.raw_os_error().map_or(Errno::IO, Errno::from_raw_os_error)),
+        };
+        match open_beneath(&top, rest, OFlags::RDONLY | OFlags::DIRECTORY) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if is_absent(e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn walk_dir(
         &self,
         dir: rustix::fd::OwnedFd,
@@ -876,11 +892,14 @@ impl MediaStore {
         each: &mut dyn FnMut(Walked) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         const CHUNK: usize = 512;
+        // The folders are queued by name and opened when their turn comes:
+        // `remote_content` holds a folder per server, tens of thousands on
+        // a large homeserver, far more descriptors than a process may hold.
         let mut folders = Vec::new();
         for top in self.names {
             let Some(fd) = self.top_to_read(top)? else { continue };
-            self.walk_entries(fd, top, Detail::Names, each, &mut |child, rel, _| {
-                folders.push((child, rel.to_owned()));
+            self.walk_entries(fd, top, Detail::Names, each, &mut |_, rel, _| {
+                folders.push(rel.to_owned());
                 Ok(())
             })?;
         }
@@ -893,7 +912,17 @@ impl MediaStore {
                     let mut chunk: Vec<Walked> = Vec::with_capacity(CHUNK);
                     loop {
                         let next = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).next();
-                        let Some((dir, rel)) = next else { break };
+                        let Some(rel) = next else { break };
+                        let dir = match self.dir_to_read(&rel) {
+                            Ok(Some(dir)) => dir,
+                            // Gone, or replaced by a symlink or a file, since it was listed.
+                            Ok(None) => continue,
+                            Err(e) if is_refused_link(e) || e == Errno::NOTDIR => continue,
+                            Err(e) => {
+                                let _ = send.send(Err(errno_io(e, &rel).into()));
+                                return;
+                            }
+                        };
                         let walked = self.walk_dir(dir, &rel, Detail::Names, &mut |entry| {
                             // A chunk ends only between folders, so a
                             // folder's entries reach `each` together.

@@ -420,3 +420,28 @@ fn thumbnail_dir_holding_only_a_subdirectory_counts_as_deleted_like_the_python_t
     let out = hs.mo(&["--json", "check-deleted", &hs.media_arg()]).ok();
     assert_eq!(out.j("marked_deleted"), 1, "{}", out.describe());
 }
+
+/// A large homeserver's `remote_content` holds a folder per server, far
+/// more than a process may hold descriptors (1,024 by default): the walk
+/// that finds media pulled back must not keep one open per folder.
+#[test]
+fn check_deleted_walks_more_server_folders_than_it_may_open_descriptors() {
+    let mut hs = Homeserver::sqlite();
+    let media: Vec<Media> = (0..200)
+        .map(|i| hs.add(Media::remote(&format!("s{i}.example"), &format!("m{i}"), &format!("fsid{i:09}x"))))
+        .collect();
+    hs.update_db("30d");
+    for m in &media {
+        hs.remove(&m.original_rel());
+    }
+    let out = hs.mo(&["--json", "check-deleted", &hs.media_arg()]).ok();
+    assert_eq!(out.j("marked_deleted"), 200);
+    for m in &media {
+        hs.restore(&m.original_rel());
+    }
+    let base = hs.media_arg();
+    let limited = "ulimit -n 64 && exec \"$0\" \"$@\"";
+    let args = ["-c", limited, bin(), "--json", "check-deleted", base.as_str()];
+    let out = run_program("sh", &args, hs.cwd(), &[]).ok();
+    assert_eq!(out.j("reopened"), 200, "{}", out.describe());
+}
