@@ -382,20 +382,10 @@ impl MediaStore {
     /// The folder `rel_dir` (e.g. `local_content/ab/cd`). `Ok(None)` when it
     /// does not exist; an error with ELOOP when a symlink is on the way.
     fn dir(&self, rel_dir: &str) -> Result<Option<Arc<rustix::fd::OwnedFd>>, Errno> {
-        let (top, rest) = rel_dir.split_once('/').unwrap_or((rel_dir, ""));
-        let top = match self.top(top) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(e.raw_os_error().map_or(Errno::IO, Errno::from_raw_os_error)),
-        };
-        if rest.is_empty() {
-            return Ok(Some(top));
+        if !rel_dir.contains('/') {
+            return self.top(rel_dir).map_err(|e| e.raw_os_error().map_or(Errno::IO, Errno::from_raw_os_error));
         }
-        match open_beneath(&top, rest, OFlags::RDONLY | OFlags::DIRECTORY) {
-            Ok(fd) => Ok(Some(Arc::new(fd))),
-            Err(e) if is_absent(e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.dir_to_read(rel_dir)?.map(Arc::new))
     }
 
     /// [`Self::dir`], answered from `absent` where it can be. When the
@@ -795,7 +785,8 @@ impl MediaStore {
     }
 
     /// The folder `rel_dir` below a top-level one, opened beneath it
-    /// without following symlinks, as a descriptor of its own to read.
+    /// without following symlinks, as a descriptor of its own (to read
+    /// its entries with); [`Self::dir`] otherwise.
     fn dir_to_read(&self, rel_dir: &str) -> Result<Option<rustix::fd::OwnedFd>, Errno> {
         let (top, rest) = rel_dir.split_once('/').ok_or(Errno::INVAL)?;
         let top = match self.top(top) {
